@@ -1,0 +1,1 @@
+"""The ``stateward`` command line: every command calls the service, offline on the data dir."""

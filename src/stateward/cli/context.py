@@ -1,0 +1,47 @@
+"""The application object passed down to every command (click's ``pass_obj``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stateward.config import ConfigError, Settings, load_settings
+from stateward.principal import Principal, cli_principal
+from stateward.service.core import StateService
+
+
+@dataclass
+class CliContext:
+    config_file: Path | None
+    flags: dict[str, Any] = field(default_factory=dict)
+    _service: StateService | None = None
+
+    def settings(self, **extra: Any) -> Settings:
+        try:
+            return load_settings(self.config_file, {**self.flags, **extra})
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    def service(self) -> StateService:
+        if self._service is None:
+            from stateward.service.factory import build_service
+
+            self._service = build_service(self.settings())
+        return self._service
+
+    @property
+    def who(self) -> Principal:
+        return cli_principal()
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+pass_ctx = click.make_pass_decorator(CliContext)

@@ -1,0 +1,126 @@
+"""Configuration: flags > ``STATEWARD_*`` environment variables > TOML file > defaults.
+
+Unknown keys are refused (``extra="forbid"``), so a mistyped setting fails at start-up instead
+of silently leaving a protection off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "STATEWARD_"
+DEFAULT_MAX_BODY = 128 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class RetentionRule(BaseModel):
+    """Keep versions matching ``path`` if among the newest ``keep_versions`` OR younger than
+    ``keep_days``. The current version is always kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    keep_versions: int | None = Field(default=None, ge=1)
+    keep_days: float | None = Field(default=None, gt=0)
+
+
+class LeaseRule(BaseModel):
+    """Locks on paths matching ``path`` may be broken automatically after ``seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    seconds: float = Field(gt=0)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path("stateward-data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=7480, ge=0, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
+    protected_paths: list[str] = Field(default_factory=list)
+    lock_leases: list[LeaseRule] = Field(default_factory=list)
+    retention: list[RetentionRule] = Field(default_factory=list)
+    delete_grace_days: float = Field(default=30.0, ge=0)
+    orphan_min_age_seconds: float = Field(default=3600.0, ge=0)
+    maintenance_interval_seconds: float = Field(default=600.0, ge=0)
+    log_level: str = "info"
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, v: str) -> str:
+        """Until access control exists, serving to the network would be anonymous access."""
+        if v == "localhost":
+            return v
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(
+                f"host {v!r} is not an IP address; use 127.0.0.1, ::1 or localhost"
+            ) from None
+        if not addr.is_loopback:
+            raise ValueError(
+                f"refusing to bind non-loopback address {v}: stateward has no access control "
+                "yet, so it only serves on loopback"
+            )
+        return v
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "stateward.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+_LIST_KEYS = {"protected_paths"}
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "STATEWARD_CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields or key in ("lock_leases", "retention"):
+            raise ConfigError(f"unknown or non-scalar environment setting {name}")
+        out[key] = [p for p in value.split(",") if p] if key in _LIST_KEYS else value
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources in precedence order and validate the result."""
+    env = os.environ if env is None else env
+    if config_file is None and env.get("STATEWARD_CONFIG"):
+        config_file = Path(env["STATEWARD_CONFIG"])
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            merged.update(tomllib.loads(config_file.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    merged.update(_env_values(env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"invalid setting {loc}: {first['msg']}") from None

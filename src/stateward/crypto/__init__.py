@@ -1,0 +1,1 @@
+"""The barrier: everything below it is ciphertext (or, until keys land, framed and compressed)."""

@@ -1,0 +1,43 @@
+"""The service's error hierarchy.
+
+Transports map these to status codes; nothing below the service raises HTTP concepts.
+Messages are one line, safe to show to a client, and never contain state content or secrets.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base for every refusal the service makes. ``str(err)`` is the client-facing line."""
+
+
+class BadRequest(ServiceError):
+    """The input is malformed (invalid JSON, not a state, bad path, bad lock info)."""
+
+
+class TooLarge(ServiceError):
+    """A client-controlled size exceeded its configured limit."""
+
+
+class NotFound(ServiceError):
+    """The path or version does not exist (or is soft-deleted)."""
+
+
+class Conflict(ServiceError):
+    """The request contradicts the current state: guards, lock ID mismatch, protected path."""
+
+
+class Forbidden(ServiceError):
+    """The principal may not do this, or the path's policy refuses it."""
+
+
+class Locked(ServiceError):
+    """The path is locked by someone else; ``holder`` is the raw LockInfo JSON of the holder."""
+
+    def __init__(self, message: str, holder: bytes) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class Unavailable(ServiceError):
+    """A dependency (store, key service) is not reachable; the request may pass later."""

@@ -1,0 +1,1 @@
+"""HTTP transports: they parse and format, and call only the service."""

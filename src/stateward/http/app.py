@@ -1,0 +1,88 @@
+"""The ASGI application: protocol routes, JSON API, health, and the maintenance loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from stateward import __version__
+from stateward.errors import ServiceError
+from stateward.http.api import build_api
+from stateward.http.backend import backend_routes
+from stateward.http.errors import RETRY_AFTER_SECONDS, status_for
+from stateward.principal import Principal
+from stateward.service.core import StateService
+
+log = logging.getLogger("stateward")
+MAINTENANCE = Principal(name="system:maintenance", source="internal")
+
+
+def create_app(service: StateService, run_maintenance: bool = True) -> FastAPI:
+    interval = service.settings.maintenance_interval_seconds
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if run_maintenance and interval > 0:
+            task = asyncio.create_task(_maintenance_loop(service, interval))
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="stateward",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    app.router.routes.extend(backend_routes(service, service.settings.max_body_bytes))
+    app.include_router(build_api(service))
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_r: Request, exc: ServiceError) -> Response:
+        status = status_for(exc)
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": f"invalid request: {loc}: {first.get('msg', '')}"}, status_code=400
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        ok = await run_in_threadpool(service.ready)
+        return PlainTextResponse(
+            "ready\n" if ok else "store unreachable\n", status_code=200 if ok else 503
+        )
+
+    return app
+
+
+async def _maintenance_loop(service: StateService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            report = await run_in_threadpool(service.run_maintenance, MAINTENANCE)
+            log.info("maintenance: %s", report.to_dict())
+        except Exception:
+            log.exception("maintenance run failed")

@@ -1,0 +1,156 @@
+"""The Terraform/OpenTofu ``http`` backend protocol on ``/state/<path>``.
+
+Accepted URLs and methods (see docs/protocol.md):
+
+- ``/state/<path>``: GET read, POST/PUT write (``?ID=`` when holding the lock), DELETE
+  (soft) delete, LOCK, UNLOCK.
+- ``/state/<path>/lock``: LOCK/POST/PUT take the lock, UNLOCK/DELETE release it, GET shows
+  the holder's LockInfo.
+
+The path is taken from the *raw* request path and validated, never decoded or normalised.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
+
+from stateward.errors import BadRequest, ServiceError
+from stateward.http.body import content_md5, read_body, verify_content_md5
+from stateward.http.errors import protocol_error, text_error
+from stateward.lockinfo import MAX_LOCK_BODY
+from stateward.principal import Principal
+from stateward.service.core import StateService
+
+PREFIX = b"/state/"
+STATE_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK")
+LOCK_URL_METHODS = ("GET", "HEAD", "LOCK", "UNLOCK", "POST", "PUT", "DELETE")
+MAX_QUERY_LEN = 2048
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller. Until authentication lands, every (loopback-only) client is ``local``."""
+    host = request.client.host if request.client else ""
+    return Principal(name="local", source=host, user_agent=request.headers.get("user-agent", ""))
+
+
+def _split(request: Request) -> tuple[str, bool]:
+    """(state path, is_lock_url) from the raw path; no decoding, no normalisation."""
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    raw = raw.split(b"?", 1)[0]
+    if not raw.startswith(PREFIX):
+        raise BadRequest("state URLs look like /state/<team>/<app>/<env>")
+    try:
+        rest = raw[len(PREFIX) :].decode("ascii")
+    except UnicodeDecodeError:
+        raise BadRequest("state path segments may only contain A-Z a-z 0-9 . _ -") from None
+    if rest.endswith("/lock"):
+        return rest[: -len("/lock")], True
+    return rest, False
+
+
+def _lock_id_param(request: Request) -> str | None:
+    if len(request.url.query) > MAX_QUERY_LEN:
+        raise BadRequest("query string too long")
+    values = request.query_params.getlist("ID")
+    if len(values) > 1:
+        raise BadRequest("more than one ?ID= parameter")
+    if values and not values[0]:
+        raise BadRequest("empty ?ID= parameter")
+    return values[0] if values else None
+
+
+def _not_allowed(allowed: tuple[str, ...]) -> Response:
+    return text_error(
+        405,
+        f"method not allowed here; allowed: {', '.join(allowed)}",
+        {"Allow": ", ".join(allowed)},
+    )
+
+
+class BackendEndpoint:
+    """One ASGI-level endpoint; dispatches by method because LOCK/UNLOCK are not standard."""
+
+    def __init__(self, service: StateService, max_body: int) -> None:
+        self.service = service
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Raw ASGI entry: Starlette routes would restrict methods to the standard ones."""
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            path, lock_url = _split(request)
+            method = request.method.upper()
+            if lock_url:
+                if method not in LOCK_URL_METHODS:
+                    return _not_allowed(LOCK_URL_METHODS)
+                return await self._lock_url(request, method, path)
+            if method not in STATE_METHODS:
+                return _not_allowed(STATE_METHODS)
+            return await self._state_url(request, method, path)
+        except ServiceError as exc:
+            return protocol_error(exc)
+
+    async def _state_url(self, request: Request, method: str, path: str) -> Response:
+        who = principal_of(request)
+        svc = self.service
+        if method in ("GET", "HEAD"):
+            state = await run_in_threadpool(svc.read, who, path)
+            if state is None:
+                return text_error(404, f"no state at {path}")
+            headers = {"Content-MD5": content_md5(state.md5), "X-Stateward-Version": str(state.seq)}
+            body = b"" if method == "HEAD" else state.body
+            resp = Response(body, media_type="application/json", headers=headers)
+            if method == "HEAD":
+                resp.headers["content-length"] = str(len(state.body))
+            return resp
+        if method in ("POST", "PUT"):
+            lock_id = _lock_id_param(request)
+            body = await self._body(request, self.max_body)
+            if not body:
+                raise BadRequest("empty body: a state write needs the state JSON")
+            out = await run_in_threadpool(svc.write, who, path, body, lock_id)
+            return Response(b"", status_code=200, headers={"X-Stateward-Version": str(out.seq)})
+        if method == "DELETE":
+            await run_in_threadpool(svc.delete, who, path)
+            return Response(b"", status_code=200)
+        if method == "LOCK":
+            return await self._lock(request, who, path)
+        return await self._unlock(request, who, path)  # UNLOCK
+
+    async def _lock_url(self, request: Request, method: str, path: str) -> Response:
+        who = principal_of(request)
+        if method in ("GET", "HEAD"):
+            info = await run_in_threadpool(self.service.get_lock_info, who, path)
+            if info is None:
+                return text_error(404, f"{path} is not locked")
+            return Response(b"" if method == "HEAD" else info, media_type="application/json")
+        if method in ("LOCK", "POST", "PUT"):
+            return await self._lock(request, who, path)
+        return await self._unlock(request, who, path)
+
+    async def _lock(self, request: Request, who: Principal, path: str) -> Response:
+        body = await self._body(request, MAX_LOCK_BODY)
+        info = await run_in_threadpool(self.service.lock, who, path, body)
+        return Response(info.raw, status_code=200, media_type="application/json")
+
+    async def _unlock(self, request: Request, who: Principal, path: str) -> Response:
+        body = await self._body(request, MAX_LOCK_BODY)
+        await run_in_threadpool(self.service.unlock, who, path, body)
+        return Response(b"", status_code=200)
+
+    @staticmethod
+    async def _body(request: Request, limit: int) -> bytes:
+        body = await read_body(request, limit)
+        verify_content_md5(request, body)
+        return body
+
+
+def backend_routes(service: StateService, max_body: int) -> list[Mount]:
+    return [Mount("/state", app=BackendEndpoint(service, max_body))]

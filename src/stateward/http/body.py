@@ -1,0 +1,50 @@
+"""Request body reading with a hard size limit and Content-MD5 verification."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+from starlette.requests import Request
+
+from stateward.errors import BadRequest, TooLarge
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the whole body (plain or chunked), refusing more than ``limit`` bytes early."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+        if size > limit:
+            raise TooLarge(f"body is larger than the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def verify_content_md5(request: Request, body: bytes) -> None:
+    """If the client sent Content-MD5 (Terraform always does), it must match the body."""
+    header = request.headers.get("content-md5")
+    if header is None:
+        return
+    try:
+        expected = base64.b64decode(header.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("Content-MD5 header is not valid base64") from None
+    actual = hashlib.md5(body, usedforsecurity=False).digest()
+    if len(expected) != 16 or not hmac.compare_digest(expected, actual):
+        raise BadRequest("Content-MD5 does not match the body; the upload was corrupted")
+
+
+def content_md5(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")

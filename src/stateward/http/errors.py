@@ -1,0 +1,51 @@
+"""The one mapping from service errors to HTTP statuses (transports choose status codes)."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from stateward.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Locked,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    Unavailable,
+)
+
+RETRY_AFTER_SECONDS = "5"
+
+_STATUS: list[tuple[type[ServiceError], int]] = [
+    (Locked, 423),
+    (BadRequest, 400),
+    (TooLarge, 413),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Forbidden, 403),
+    (Unavailable, 503),
+]
+
+
+def status_for(exc: ServiceError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A one-line plain-text error: what a human (or Terraform's log) reads."""
+    line = " ".join(message.split())
+    return Response(f"{line}\n", status_code=status, media_type="text/plain", headers=headers)
+
+
+def protocol_error(exc: ServiceError) -> Response:
+    """Map a service error for the Terraform protocol. A lock conflict returns the holder's
+    LockInfo JSON as the body, because clients parse it to print the holder and to retry."""
+    status = status_for(exc)
+    if isinstance(exc, Locked):
+        return Response(exc.holder, status_code=423, media_type="application/json")
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return text_error(status, str(exc), headers)

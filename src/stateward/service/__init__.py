@@ -1,0 +1,1 @@
+"""The service layer: every state operation goes through :class:`StateService`."""

@@ -1,0 +1,165 @@
+"""Parsing, summarising and diffing state documents (pure: no I/O).
+
+Two shapes reach the server: Terraform/OpenTofu plaintext state v4, and OpenTofu's
+client-encrypted envelope (no ``version``, ``encryption_version: "v0"``) whose ``serial`` and
+``lineage`` stay in clear. Both feed the same lineage/serial guards.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from stateward.errors import BadRequest
+
+SUPPORTED_VERSIONS = frozenset({4})
+
+
+@dataclass(frozen=True, slots=True)
+class StateSummary:
+    """What the server needs to know about a state body, without keeping the body parsed."""
+
+    serial: int
+    lineage: str
+    terraform_version: str
+    resource_count: int
+    output_count: int
+    client_encrypted: bool
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("body is not valid JSON") from None
+
+
+def parse_state(body: bytes) -> StateSummary:
+    """Validate ``body`` as a state document and summarise it; raise BadRequest otherwise."""
+    doc = _loads(body)
+    return summarize(doc)
+
+
+def summarize(doc: Any) -> StateSummary:
+    """Summarise an already-decoded state document (see :func:`parse_state`)."""
+    if not isinstance(doc, dict):
+        raise BadRequest("body is JSON but not a state: expected an object")
+    serial = doc.get("serial")
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+        raise BadRequest("state has no valid 'serial' (a non-negative integer)")
+    lineage = doc.get("lineage")
+    if not isinstance(lineage, str) or not lineage or len(lineage) > 128:
+        raise BadRequest("state has no valid 'lineage' (a non-empty string)")
+    if "encryption_version" in doc and "version" not in doc:
+        return _summarize_encrypted(doc, serial, lineage)
+    version = doc.get("version")
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        raise BadRequest("state 'version' must be 4 (Terraform >= 0.12, OpenTofu)")
+    tf_version = doc.get("terraform_version")
+    if not isinstance(tf_version, str) or not tf_version:
+        raise BadRequest("state has no 'terraform_version'")
+    resources = doc.get("resources", [])
+    outputs = doc.get("outputs", {})
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        raise BadRequest("state 'resources' must be a list of objects")
+    if not isinstance(outputs, dict) or not all(isinstance(o, dict) for o in outputs.values()):
+        raise BadRequest("state 'outputs' must be an object of objects")
+    return StateSummary(
+        serial=serial,
+        lineage=lineage,
+        terraform_version=tf_version[:64],
+        resource_count=sum(1 for r in resources if r.get("mode", "managed") == "managed"),
+        output_count=len(outputs),
+        client_encrypted=False,
+    )
+
+
+def _summarize_encrypted(doc: dict[str, Any], serial: int, lineage: str) -> StateSummary:
+    if doc.get("encryption_version") != "v0":
+        raise BadRequest("client-encrypted state has an unsupported 'encryption_version'")
+    if not isinstance(doc.get("encrypted_data"), str) or not isinstance(doc.get("meta"), dict):
+        raise BadRequest("client-encrypted state needs 'encrypted_data' and 'meta'")
+    return StateSummary(serial, lineage, "", 0, 0, client_encrypted=True)
+
+
+def resource_address(resource: dict[str, Any], index_key: Any) -> str:
+    """The instance address Terraform prints, e.g. ``module.net.aws_vpc.main["a"]``."""
+    parts = []
+    module = resource.get("module")
+    if module:
+        parts.append(str(module))
+    if resource.get("mode") == "data":
+        parts.append("data")
+    parts.append(f"{resource.get('type', '?')}.{resource.get('name', '?')}")
+    addr = ".".join(parts)
+    if isinstance(index_key, bool) or index_key is None:
+        return addr
+    if isinstance(index_key, int):
+        return f"{addr}[{index_key}]"
+    return f"{addr}[{json.dumps(str(index_key))}]"
+
+
+def instances_by_address(doc: dict[str, Any]) -> dict[str, Any]:
+    """Map each resource instance address to its (attributes, dependencies) for comparison."""
+    out: dict[str, Any] = {}
+    for res in doc.get("resources", []) or []:
+        if not isinstance(res, dict):
+            continue
+        for inst in res.get("instances", []) or []:
+            if isinstance(inst, dict):
+                out[resource_address(res, inst.get("index_key"))] = inst
+    return out
+
+
+def _changed_attribute_names(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a = old.get("attributes") or {}
+    b = new.get("attributes") or {}
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ["attributes"] if a != b else []
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def diff_states(old: Any, new: Any) -> dict[str, Any]:
+    """Resources added/removed/changed by address, outputs changed; sensitive values never shown.
+
+    For resources only attribute *names* are reported (attribute values may be secrets even when
+    not marked sensitive); for outputs, values are shown only when neither side is sensitive.
+    """
+    if (
+        not isinstance(old, dict)
+        or not isinstance(new, dict)
+        or "version" not in old
+        or ("version" not in new)
+    ):
+        return {"client_encrypted": True, "content_changed": old != new}
+    ra, rb = instances_by_address(old), instances_by_address(new)
+    changed = []
+    for addr in sorted(set(ra) & set(rb)):
+        if ra[addr] != rb[addr]:
+            names = _changed_attribute_names(ra[addr], rb[addr])
+            changed.append({"address": addr, "attributes": names})
+    oa = old.get("outputs") or {}
+    ob = new.get("outputs") or {}
+    outputs = []
+    for name in sorted(set(oa) | set(ob)):
+        a, b = oa.get(name), ob.get(name)
+        if a == b:
+            continue
+        entry: dict[str, Any] = {"name": name}
+        entry["change"] = "added" if a is None else "removed" if b is None else "changed"
+        sensitive = bool((a or {}).get("sensitive")) or bool((b or {}).get("sensitive"))
+        entry["sensitive"] = sensitive
+        if not sensitive:
+            if a is not None:
+                entry["old"] = a.get("value")
+            if b is not None:
+                entry["new"] = b.get("value")
+        outputs.append(entry)
+    return {
+        "client_encrypted": False,
+        "resources_added": sorted(set(rb) - set(ra)),
+        "resources_removed": sorted(set(ra) - set(rb)),
+        "resources_changed": changed,
+        "outputs": outputs,
+    }

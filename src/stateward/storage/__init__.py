@@ -1,0 +1,1 @@
+"""Storage: metadata (SQLAlchemy Core) and blobs (files). Everything here is ciphertext-agnostic."""

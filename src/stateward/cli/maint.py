@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from stateward.cli.context import CliContext, emit_json, pass_ctx
+from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
 
 
 @click.command()
@@ -33,4 +32,4 @@ def events(obj: CliContext, path: str | None, limit: int, as_json: bool) -> None
     for e in rows:
         at = dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(at, e.principal, e.action, e.path or "", e.detail)
-    Console().print(table)
+    print_table(table)

@@ -7,10 +7,9 @@ import datetime as dt
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from stateward.cli.context import CliContext, emit_json, pass_ctx
+from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
 
 
 def _when(ts: float | None) -> str:
@@ -48,7 +47,7 @@ def list_states(obj: CliContext, prefix: str, deleted: bool, as_json: bool) -> N
             lock,
             flags,
         )
-    Console().print(table)
+    print_table(table)
 
 
 @click.command()
@@ -123,7 +122,7 @@ def history(obj: CliContext, path: str, limit: int, as_json: bool) -> None:
             _when(v.created_at),
             "current" if v.current else "",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @click.command()

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from stateward.errors import BadRequest
+from stateward.types import Body
 
 MAX_LOCK_BODY = 64 * 1024
 MAX_ID_LEN = 256
@@ -29,7 +30,7 @@ class LockInfo:
     raw: bytes
 
 
-def parse_lock_info(body: bytes) -> LockInfo:
+def parse_lock_info(body: Body) -> LockInfo:
     """Parse a LOCK (or ID-carrying UNLOCK) body; raise BadRequest if it is not LockInfo."""
     if len(body) > MAX_LOCK_BODY:
         raise BadRequest(f"lock info is larger than {MAX_LOCK_BODY} bytes")
@@ -52,4 +53,4 @@ def parse_lock_info(body: bytes) -> LockInfo:
         v = doc.get(field)
         return v[:256] if isinstance(v, str) else ""
 
-    return LockInfo(lock_id, s("Operation"), s("Who"), s("Version"), s("Created"), body)
+    return LockInfo(lock_id, s("Operation"), s("Who"), s("Version"), s("Created"), bytes(body))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import zstandard
 
 from stateward.storage.blobs import BlobStore
+from stateward.types import Body
 
 MAGIC = b"SWB"
 FORMAT_PLAIN = 1
@@ -33,7 +34,7 @@ class Barrier:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
 
-    def seal(self, path: str, blob_key: str, data: bytes) -> bytes:
+    def seal(self, path: str, blob_key: str, data: Body) -> bytes:
         del path, blob_key  # bound into AEAD associated data once encryption lands
         compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
         return MAGIC + bytes([FORMAT_PLAIN, FLAG_ZSTD, 0, 0, 0]) + compressed
@@ -45,7 +46,7 @@ class Barrier:
         fmt, flags = blob[3], blob[4]
         if fmt != FORMAT_PLAIN:
             raise BlobCorrupt(f"unsupported blob format {fmt}")
-        payload = blob[HEADER_LEN:]
+        payload = memoryview(blob)[HEADER_LEN:]
         if flags & FLAG_ZSTD:
             try:
                 return zstandard.ZstdDecompressor().decompress(payload)
@@ -53,7 +54,7 @@ class Barrier:
                 raise BlobCorrupt("blob payload does not decompress") from exc
         return bytes(payload)
 
-    def store(self, path: str, blob_key: str, data: bytes) -> int:
+    def store(self, path: str, blob_key: str, data: Body) -> int:
         """Seal and durably write ``data``; return the stored size."""
         sealed = self.seal(path, blob_key, data)
         self.blobs.put(blob_key, sealed)

@@ -12,9 +12,11 @@ The path is taken from the *raw* request path and validated, never decoded or no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
@@ -24,11 +26,21 @@ from stateward.http.errors import protocol_error, text_error
 from stateward.lockinfo import MAX_LOCK_BODY
 from stateward.principal import Principal
 from stateward.service.core import StateService
+from stateward.types import Body
 
 PREFIX = b"/state/"
 STATE_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK")
 LOCK_URL_METHODS = ("GET", "HEAD", "LOCK", "UNLOCK", "POST", "PUT", "DELETE")
 MAX_QUERY_LEN = 2048
+STREAM_THRESHOLD = 1024 * 1024
+STREAM_CHUNK = 256 * 1024
+
+
+def _chunks(body: bytes) -> Iterator[bytes]:
+    """Send a large state in slices, so the server never holds extra whole copies of it."""
+    view = memoryview(body)
+    for start in range(0, len(view), STREAM_CHUNK):
+        yield bytes(view[start : start + STREAM_CHUNK])
 
 
 def principal_of(request: Request) -> Principal:
@@ -104,12 +116,18 @@ class BackendEndpoint:
             state = await run_in_threadpool(svc.read, who, path)
             if state is None:
                 return text_error(404, f"no state at {path}")
-            headers = {"Content-MD5": content_md5(state.md5), "X-Stateward-Version": str(state.seq)}
-            body = b"" if method == "HEAD" else state.body
-            resp = Response(body, media_type="application/json", headers=headers)
+            headers = {
+                "Content-MD5": content_md5(state.md5),
+                "X-Stateward-Version": str(state.seq),
+                "Content-Length": str(len(state.body)),
+            }
             if method == "HEAD":
-                resp.headers["content-length"] = str(len(state.body))
-            return resp
+                return Response(b"", media_type="application/json", headers=headers)
+            if len(state.body) <= STREAM_THRESHOLD:
+                return Response(state.body, media_type="application/json", headers=headers)
+            return StreamingResponse(
+                _chunks(state.body), media_type="application/json", headers=headers
+            )
         if method in ("POST", "PUT"):
             lock_id = _lock_id_param(request)
             body = await self._body(request, self.max_body)
@@ -146,7 +164,7 @@ class BackendEndpoint:
         return Response(b"", status_code=200)
 
     @staticmethod
-    async def _body(request: Request, limit: int) -> bytes:
+    async def _body(request: Request, limit: int) -> Body:
         body = await read_body(request, limit)
         verify_content_md5(request, body)
         return body

@@ -49,6 +49,7 @@ from stateward.service.views import (
 from stateward.storage import repo
 from stateward.storage.engine import READ_ONLY
 from stateward.storage.schema import locks
+from stateward.types import Body
 
 
 class StateService:
@@ -115,7 +116,7 @@ class StateService:
     # -- writing --------------------------------------------------------------------------
 
     def write(
-        self, who: Principal, path: str, body: bytes, lock_id: str | None = None
+        self, who: Principal, path: str, body: Body, lock_id: str | None = None
     ) -> WriteOutcome:
         """Store ``body`` as the new state of ``path`` if the lock and the guards allow it.
 
@@ -222,7 +223,7 @@ class StateService:
         conn: Connection,
         who: Principal,
         path: str,
-        body: bytes,
+        body: Body,
         summary: statefile.StateSummary,
         sha: str,
         blob_key: str,
@@ -276,7 +277,7 @@ class StateService:
 
     # -- locks ----------------------------------------------------------------------------
 
-    def lock(self, who: Principal, path: str, body: bytes) -> LockInfo:
+    def lock(self, who: Principal, path: str, body: Body) -> LockInfo:
         """Take the lock with the client's LockInfo; raise :class:`Locked` with the holder's.
 
         The primary key on ``locks.path`` makes the insert itself the compare-and-set: two
@@ -320,7 +321,7 @@ class StateService:
                 raise Locked(f"{path} is locked by {who_}", bytes(raw)) from None
         return info
 
-    def unlock(self, who: Principal, path: str, body: bytes) -> None:
+    def unlock(self, who: Principal, path: str, body: Body) -> None:
         """Release the lock. An empty body is Terraform's force-unlock (no ID on the wire)."""
         validate_path(path)
         force = not body.strip()

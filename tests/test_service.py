@@ -227,3 +227,13 @@ def test_list_states_with_lock_and_writer(service: StateService) -> None:
     assert rows["a/x"].last_writer == "alice" and rows["b/y"].lock_id is None
     assert [r.path for r in service.list_states(ALICE, prefix="a")] == ["a/x"]
     assert [r.path for r in service.list_states(ALICE, prefix="*/y")] == ["b/y"]
+
+
+def test_maintenance_removes_partial_blob_writes(service: StateService,
+                                                 settings: Settings) -> None:
+    service.write(ALICE, P, make_state())
+    sub = next(p for p in settings.blob_dir.iterdir() if p.is_dir())
+    partial = sub / f".{'ab' * 16}.tmp"
+    partial.write_bytes(b"half a blob")
+    assert service.run_maintenance(ALICE).orphans_removed == 1
+    assert not partial.exists() and service.read(ALICE, P) is not None

@@ -63,7 +63,7 @@ def parse_state(body: Body) -> StateSummary:
         env = _DECODER.decode(body)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"body is JSON but not a state: {_field_error(exc)}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter on bad UTF-8
         raise BadRequest("body is not valid JSON") from None
     serial = env.serial
     if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:

@@ -20,6 +20,15 @@ from stateward.service.core import StateService
 PathQ = Annotated[str, Query(max_length=256, description="state path, e.g. team/app/env")]
 
 
+def _who(request: Request) -> Principal:
+    return principal_of(request)
+
+
+# Module level on purpose: with postponed annotations FastAPI resolves ``Who`` through the
+# module globals; a local alias stays an unresolved name and becomes a required query parameter.
+Who = Annotated[Principal, Depends(_who)]
+
+
 class PathBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(max_length=256)
@@ -36,11 +45,6 @@ class ProtectBody(PathBody):
 
 def build_api(service: StateService) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-
-    def who(request: Request) -> Principal:
-        return principal_of(request)
-
-    Who = Annotated[Principal, Depends(who)]
 
     @router.get("/states")
     async def list_states(

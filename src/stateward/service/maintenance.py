@@ -118,4 +118,7 @@ def collect_orphans(service: StateService, min_age: float) -> int:
                     continue
             service.barrier.blobs.delete(key)
             count += 1
+    collect_partial = getattr(service.barrier.blobs, "collect_partial", None)
+    if collect_partial is not None:
+        count += int(collect_partial(min_age))
     return count

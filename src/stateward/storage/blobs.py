@@ -69,6 +69,22 @@ class FileBlobStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def collect_partial(self, min_age: float) -> int:
+        """Remove temp files left by a crash mid-``put`` once older than ``min_age``.
+
+        An optional power (not in :class:`BlobStore`): object stores have no partial writes.
+        """
+        now = time.time()
+        count = 0
+        for tmp in self.root.glob("*/.*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime >= min_age:
+                    tmp.unlink()
+                    count += 1
+            except FileNotFoundError:
+                continue
+        return count
+
     def list(self) -> Iterator[tuple[str, float]]:
         now = time.time()
         for sub in sorted(self.root.iterdir()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -41,6 +42,7 @@ def serve(
         f"(data: {settings.data_dir})",
         err=True,
     )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     uvicorn.run(
         app,
         host=settings.host,

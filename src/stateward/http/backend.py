@@ -12,6 +12,7 @@ The path is taken from the *raw* request path and validated, never decoded or no
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +29,7 @@ from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.types import Body
 
+log = logging.getLogger("stateward.backend")
 PREFIX = b"/state/"
 STATE_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK")
 LOCK_URL_METHODS = ("GET", "HEAD", "LOCK", "UNLOCK", "POST", "PUT", "DELETE")
@@ -107,6 +109,10 @@ class BackendEndpoint:
                 return _not_allowed(STATE_METHODS)
             return await self._state_url(request, method, path)
         except ServiceError as exc:
+            # Terraform prints only "HTTP error: 409" for a refused write and drops the body,
+            # so the reason must also reach the operator's log. Messages never hold state
+            # content (paths, serials, lineages, lock IDs and holders only).
+            log.warning("refused %s %s: %s", request.method, request.url.path, exc)
             return protocol_error(exc)
 
     async def _state_url(self, request: Request, method: str, path: str) -> Response:

@@ -11,11 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from stateward import __version__
 from stateward.errors import ServiceError
 from stateward.http.api import build_api
-from stateward.http.backend import backend_routes
+from stateward.http.backend import BackendEndpoint, is_backend_path
 from stateward.http.errors import RETRY_AFTER_SECONDS, status_for
 from stateward.principal import Principal
 from stateward.service.core import StateService
@@ -24,7 +25,22 @@ log = logging.getLogger("stateward")
 MAINTENANCE = Principal(name="system:maintenance", source="internal")
 
 
-def create_app(service: StateService, run_maintenance: bool = True) -> FastAPI:
+class Dispatcher:
+    """Sends protocol requests straight to the backend endpoint and everything else (JSON API,
+    health, lifespan) to FastAPI: the hot path skips FastAPI's routing and middleware."""
+
+    def __init__(self, backend: BackendEndpoint, api: FastAPI) -> None:
+        self.backend = backend
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_backend_path(scope["path"]):
+            await self.backend(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(service: StateService, run_maintenance: bool = True) -> Dispatcher:
     interval = service.settings.maintenance_interval_seconds
 
     @contextlib.asynccontextmanager
@@ -47,7 +63,6 @@ def create_app(service: StateService, run_maintenance: bool = True) -> FastAPI:
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    app.router.routes.extend(backend_routes(service, service.settings.max_body_bytes))
     app.include_router(build_api(service))
 
     @app.exception_handler(ServiceError)
@@ -75,7 +90,7 @@ def create_app(service: StateService, run_maintenance: bool = True) -> FastAPI:
             "ready\n" if ok else "store unreachable\n", status_code=200 if ok else 503
         )
 
-    return app
+    return Dispatcher(BackendEndpoint(service, service.settings.max_body_bytes), app)
 
 
 async def _maintenance_loop(service: StateService, interval: float) -> None:

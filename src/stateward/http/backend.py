@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from stateward.errors import BadRequest, ServiceError
-from stateward.http.body import content_md5, read_body, verify_content_md5
+from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
 from stateward.http.errors import protocol_error, text_error
 from stateward.lockinfo import MAX_LOCK_BODY
 from stateward.principal import Principal
@@ -100,7 +99,7 @@ class BackendEndpoint:
     async def handle(self, request: Request) -> Response:
         try:
             path, lock_url = _split(request)
-            method = request.method.upper()
+            method = request.method  # methods are case-sensitive (RFC 9110)
             if lock_url:
                 if method not in LOCK_URL_METHODS:
                     return _not_allowed(LOCK_URL_METHODS)
@@ -136,10 +135,11 @@ class BackendEndpoint:
             )
         if method in ("POST", "PUT"):
             lock_id = _lock_id_param(request)
-            body = await self._body(request, self.max_body)
+            expected = declared_md5(request)
+            body = await read_body(request, self.max_body)
             if not body:
                 raise BadRequest("empty body: a state write needs the state JSON")
-            out = await run_in_threadpool(svc.write, who, path, body, lock_id)
+            out = await run_in_threadpool(svc.write, who, path, body, lock_id, expected)
             return Response(b"", status_code=200, headers={"X-Stateward-Version": str(out.seq)})
         if method == "DELETE":
             await run_in_threadpool(svc.delete, who, path)
@@ -176,5 +176,5 @@ class BackendEndpoint:
         return body
 
 
-def backend_routes(service: StateService, max_body: int) -> list[Mount]:
-    return [Mount("/state", app=BackendEndpoint(service, max_body))]
+def is_backend_path(path: str) -> bool:
+    return path == "/state" or path.startswith("/state/")

@@ -50,17 +50,28 @@ async def read_body(request: Request, limit: int) -> Body:
     return b"".join(chunks)
 
 
-def verify_content_md5(request: Request, body: Body) -> None:
-    """If the client sent Content-MD5 (Terraform always does), it must match the body."""
+def declared_md5(request: Request) -> bytes | None:
+    """The digest the client declared in Content-MD5 (Terraform always sends one), if any."""
     header = request.headers.get("content-md5")
     if header is None:
-        return
+        return None
     try:
-        expected = base64.b64decode(header.strip(), validate=True)
+        digest = base64.b64decode(header.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("Content-MD5 header is not valid base64") from None
+    if len(digest) != 16:
+        raise BadRequest("Content-MD5 header is not an MD5 digest")
+    return digest
+
+
+def verify_content_md5(request: Request, body: Body) -> None:
+    """If the client sent Content-MD5, it must match the body (state writes are verified by
+    the service instead, which hashes the body once for both purposes)."""
+    expected = declared_md5(request)
+    if expected is None:
+        return
     actual = hashlib.md5(body, usedforsecurity=False).digest()
-    if len(expected) != 16 or not hmac.compare_digest(expected, actual):
+    if not hmac.compare_digest(expected, actual):
         raise BadRequest("Content-MD5 does not match the body; the upload was corrupted")
 
 

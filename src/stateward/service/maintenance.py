@@ -16,11 +16,10 @@ from stateward.globs import first_match
 from stateward.principal import Principal
 from stateward.service.views import MaintenanceReport
 from stateward.storage import repo
-from stateward.storage.blobs import BlobStore
 from stateward.storage.schema import locks, states, versions
 
 if TYPE_CHECKING:
-    from stateward.service.core import StateService
+    from stateward.service.base import ServiceBase
 
 DAY = 86400.0
 
@@ -34,9 +33,10 @@ def purge_path(conn: Connection, path: str) -> list[str]:
     return keys
 
 
-def delete_blobs(blobs: BlobStore, keys: Iterable[str]) -> None:
+def delete_blobs(service: ServiceBase, keys: Iterable[str]) -> None:
     for key in keys:
-        blobs.delete(key)
+        service.cache.discard(key)
+        service.barrier.blobs.delete(key)
 
 
 def expired_versions(
@@ -58,7 +58,7 @@ def expired_versions(
     return out
 
 
-def run(service: StateService, who: Principal) -> MaintenanceReport:
+def run(service: ServiceBase, who: Principal) -> MaintenanceReport:
     settings = service.settings
     now = service.clock()
     rules = [(r.path, r) for r in settings.retention]
@@ -96,12 +96,12 @@ def run(service: StateService, who: Principal) -> MaintenanceReport:
                     conn, now, who.name, "retention", st.path, f"removed {len(seqs)} versions"
                 )
                 removed += len(seqs)
-    delete_blobs(service.barrier.blobs, doomed)
+    delete_blobs(service, doomed)
     orphans = collect_orphans(service, settings.orphan_min_age_seconds)
     return MaintenanceReport(removed, purged, orphans)
 
 
-def collect_orphans(service: StateService, min_age: float) -> int:
+def collect_orphans(service: ServiceBase, min_age: float) -> int:
     """Remove blobs no version points at, once older than ``min_age`` (a write in flight has
     stored its blob but not yet committed the version that references it)."""
     with service._read_tx() as conn:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from stateward.storage.schema import events, locks, states, versions
+from stateward.storage.schema import events, locks, schema_info, states, versions
 
 
 def get_state(conn: Connection, path: str) -> Row[Any] | None:
@@ -44,10 +45,50 @@ def get_version(conn: Connection, path: str, seq: int) -> Row[Any] | None:
 
 
 def current_version(conn: Connection, path: str) -> Row[Any] | None:
-    st = get_state(conn, path)
-    if st is None or st.current_seq is None or st.deleted_at is not None:
-        return None
-    return get_version(conn, path, st.current_seq)
+    """The current version row of a live (not deleted) path, in one statement."""
+    return conn.execute(
+        select(versions)
+        .join(states, (states.c.path == versions.c.path) & (states.c.current_seq == versions.c.seq))
+        .where(states.c.path == path, states.c.deleted_at.is_(None))
+    ).first()
+
+
+def write_context(conn: Connection, path: str) -> Any:
+    """Everything a write checks about a path, in one statement: the state row and its
+    current version's identity (``seq`` is NULL when there is no version)."""
+    return conn.execute(
+        select(
+            states.c.path,
+            states.c.next_seq,
+            states.c.deleted_at,
+            states.c.override_next_write,
+            versions.c.seq,
+            versions.c.serial,
+            versions.c.lineage,
+            versions.c.sha256,
+        )
+        .select_from(
+            states.outerjoin(
+                versions,
+                (versions.c.path == states.c.path) & (versions.c.seq == states.c.current_seq),
+            )
+        )
+        .where(states.c.path == path)
+    ).first()
+
+
+def insert_state(conn: Connection, path: str, now: float, current_seq: int) -> None:
+    conn.execute(
+        insert(states).values(
+            path=path,
+            current_seq=current_seq,
+            next_seq=current_seq + 1,
+            created_at=now,
+            updated_at=now,
+            protected=False,
+            override_next_write=False,
+        )
+    )
 
 
 def list_versions(
@@ -70,6 +111,13 @@ def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:
 
 def get_lock(conn: Connection, path: str) -> Row[Any] | None:
     return conn.execute(select(locks).where(locks.c.path == path)).first()
+
+
+def insert_lock_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
+    """The lock compare-and-set: insert unless a row for the path exists. True if inserted."""
+    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(locks).values(**values).on_conflict_do_nothing(index_elements=["path"])
+    return bool(conn.execute(stmt).rowcount == 1)
 
 
 def list_locks(conn: Connection) -> Sequence[Row[Any]]:
@@ -135,5 +183,5 @@ def paths_with_versions(conn: Connection) -> Sequence[Any]:
     return conn.execute(select(*cols)).all()
 
 
-def version_count(conn: Connection) -> int:
-    return int(conn.execute(select(func.count()).select_from(versions)).scalar_one())
+def ping(conn: Connection) -> None:
+    conn.execute(select(func.count()).select_from(schema_info)).scalar_one()

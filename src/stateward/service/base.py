@@ -1,0 +1,203 @@
+"""What every part of the service shares: transactions, blob loading, version inserts.
+
+Every mutating operation runs its checks and its change inside one metadata transaction
+(``BEGIN IMMEDIATE`` on SQLite, row locks on PostgreSQL), so a check can never be separated
+from the change it guards. Blobs are written *before* the transaction that points at them: a
+crash in between leaves an orphan blob (collected later), never a dangling pointer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import OperationalError
+
+from stateward import statefile
+from stateward.config import Settings
+from stateward.crypto.barrier import Barrier, BlobCorrupt
+from stateward.errors import NotFound, Unavailable
+from stateward.globs import glob_match
+from stateward.paths import validate_path
+from stateward.principal import Principal
+from stateward.service.cache import BodyCache
+from stateward.service.views import VersionView, WriteOutcome
+from stateward.storage import repo
+from stateward.storage.engine import READ_ONLY
+from stateward.types import Body
+
+CACHE_BYTES = 64 * 1024 * 1024
+CACHE_ENTRY = 4 * 1024 * 1024
+
+
+class ServiceBase:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        barrier: Barrier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.barrier = barrier
+        self.clock = clock
+        self.cache = BodyCache(CACHE_BYTES, CACHE_ENTRY)
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise Unavailable("metadata store is unavailable, retry later") from exc
+
+    @contextmanager
+    def _read_tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            raise Unavailable("metadata store is unavailable, retry later") from exc
+
+    def _record(
+        self, conn: Connection, who: Principal, action: str, path: str | None, detail: str = ""
+    ) -> None:
+        repo.record_event(conn, self.clock(), who.name, action, path, detail)
+
+    def _load(self, path: str, row: Row[Any]) -> bytes:
+        """The verified body of a version row (from cache, or blob + checksum)."""
+        cached = self.cache.get(row.blob_key)
+        if cached is not None:
+            return cached
+        try:
+            body = self.barrier.load(path, row.blob_key)
+        except FileNotFoundError as exc:
+            raise Unavailable(f"stored blob for {path} version {row.seq} is missing") from exc
+        except BlobCorrupt as exc:
+            raise Unavailable(f"stored blob for {path} version {row.seq} is unreadable") from exc
+        if hashlib.sha256(body).hexdigest() != row.sha256:
+            raise Unavailable(f"stored blob for {path} version {row.seq} fails its checksum")
+        self.cache.put(row.blob_key, body)
+        return body
+
+    def get_version(self, who: Principal, path: str, seq: int) -> tuple[VersionView, bytes]:
+        validate_path(path)
+        with self._read_tx() as conn:
+            state = repo.get_state(conn, path)
+            row = repo.get_version(conn, path, seq)
+        if state is None or row is None:
+            raise NotFound(f"{path} has no version {seq}")
+        current = state.current_seq if state.deleted_at is None else None
+        return version_view(row, current), self._load(path, row)
+
+    def _insert_version(
+        self,
+        conn: Connection,
+        who: Principal,
+        path: str,
+        ctx: Row[Any] | None,
+        lock: Row[Any] | None,
+        body: Body,
+        md5: str,
+        sha: str,
+        summary: statefile.StateSummary,
+        blob_key: str,
+        stored_size: int,
+        lock_id: str | None,
+        kind: str = "write",
+        source_seq: int | None = None,
+    ) -> WriteOutcome:
+        """Insert the next version; ``ctx`` is :func:`repo.write_context` read in this tx."""
+        now = self.clock()
+        seq = 1 if ctx is None else int(ctx.next_seq)
+        client_version = lock.client_version if lock is not None else _ua_version(who.user_agent)
+        if ctx is None:
+            repo.insert_state(conn, path, now, current_seq=seq)
+        repo.insert_version(
+            conn,
+            path=path,
+            seq=seq,
+            serial=summary.serial,
+            lineage=summary.lineage,
+            size=len(body),
+            stored_size=stored_size,
+            md5=md5,
+            sha256=sha,
+            blob_key=blob_key,
+            author=who.name,
+            created_at=now,
+            client_version=client_version,
+            terraform_version=summary.terraform_version,
+            lock_id=lock_id,
+            resource_count=summary.resource_count,
+            output_count=summary.output_count,
+            client_encrypted=summary.client_encrypted,
+            kind=kind,
+            source_seq=source_seq,
+        )
+        if ctx is not None:
+            if ctx.override_next_write:
+                self._record(conn, who, "override-consumed", path, f"seq={seq}")
+            if ctx.deleted_at is not None:
+                self._record(conn, who, "recreate", path, f"seq={seq}")
+            repo.update_state(
+                conn,
+                path,
+                current_seq=seq,
+                next_seq=seq + 1,
+                updated_at=now,
+                deleted_at=None,
+                deleted_by=None,
+                override_next_write=False,
+            )
+        return WriteOutcome(created=True, seq=seq, serial=summary.serial)
+
+    def is_protected_row(self, path: str, flag: bool) -> bool:
+        return bool(flag) or any(glob_match(g, path) for g in self.settings.protected_paths)
+
+    def ready(self) -> bool:
+        try:
+            with self._read_tx() as conn:
+                repo.ping(conn)
+        except Unavailable:
+            return False
+        return True
+
+
+def _ua_version(user_agent: str) -> str:
+    for token in user_agent.split():
+        name, _, ver = token.partition("/")
+        if name.lower() in ("terraform", "opentofu", "tofu") and ver:
+            return ver[:64]
+    return ""
+
+
+def version_view(r: Row[Any], current: int | None) -> VersionView:
+    return VersionView(
+        path=r.path,
+        seq=r.seq,
+        serial=r.serial,
+        lineage=r.lineage,
+        size=r.size,
+        stored_size=r.stored_size,
+        md5=r.md5,
+        sha256=r.sha256,
+        author=r.author,
+        created_at=r.created_at,
+        client_version=r.client_version,
+        terraform_version=r.terraform_version,
+        lock_id=r.lock_id,
+        resource_count=r.resource_count,
+        output_count=r.output_count,
+        client_encrypted=r.client_encrypted,
+        kind=r.kind,
+        source_seq=r.source_seq,
+        current=r.seq == current,
+    )

@@ -1,0 +1,137 @@
+"""Locks: take, release, force-release, list, break, and per-path leases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from stateward.errors import Locked, NotFound
+from stateward.globs import first_match
+from stateward.lockinfo import LockInfo, parse_lock_info
+from stateward.paths import validate_path
+from stateward.principal import Principal
+from stateward.service.base import ServiceBase
+from stateward.service.views import LockView
+from stateward.storage import repo
+from stateward.types import Body
+
+
+class LockOps(ServiceBase):
+    def lock(self, who: Principal, path: str, body: Body) -> LockInfo:
+        """Take the lock with the client's LockInfo; raise :class:`Locked` with the holder's.
+
+        The insert itself is the compare-and-set (``INSERT … ON CONFLICT DO NOTHING`` on the
+        lock row's primary key): two LOCKs can never both succeed, whatever the interleaving
+        or the number of replicas.
+        """
+        validate_path(path)
+        info = parse_lock_info(body)
+        with self._write_tx() as conn:
+            now = self.clock()
+            values: dict[str, Any] = dict(
+                path=path,
+                lock_id=info.id,
+                info=info.raw,
+                who=info.who,
+                operation=info.operation,
+                client_version=info.version[:64],
+                principal=who.name,
+                acquired_at=now,
+            )
+            if repo.insert_lock_if_absent(conn, values):
+                return info
+            held = repo.get_lock(conn, path)
+            if held is None:  # released between our insert and select (another replica)
+                if repo.insert_lock_if_absent(conn, values):
+                    return info
+                held = repo.get_lock(conn, path)
+            if held is not None and held.lock_id == info.id:
+                return info  # a retried LOCK by the holder
+            rules = [(r.path, r.seconds) for r in self.settings.lock_leases]
+            lease = first_match(rules, path)
+            if held is not None and lease is not None and now - held.acquired_at > lease:
+                repo.delete_lock(conn, path, held.lock_id)
+                self._record(
+                    conn,
+                    who,
+                    "lock-lease-expired",
+                    path,
+                    f"broke lock {held.lock_id} held by {held.who} after {lease:g}s",
+                )
+                if repo.insert_lock_if_absent(conn, values):
+                    return info
+                held = repo.get_lock(conn, path)
+            raw = bytes(held.info) if held is not None else b"{}"
+            holder = held.who if held is not None else "unknown"
+            raise Locked(f"{path} is locked by {holder or 'unknown'}", raw)
+
+    def unlock(self, who: Principal, path: str, body: Body) -> None:
+        """Release the lock. An empty body is Terraform's force-unlock (no ID on the wire)."""
+        validate_path(path)
+        force = not body.strip()
+        info = None if force else parse_lock_info(body)
+        with self._write_tx() as conn:
+            if info is not None:
+                if repo.delete_lock(conn, path, info.id):
+                    return
+                held = repo.get_lock(conn, path)
+                if held is None:
+                    return  # already released: a retried UNLOCK succeeds
+                raise Locked(
+                    f"{path} is locked with a different ID by {held.who or 'unknown'}",
+                    bytes(held.info),
+                )
+            held = repo.get_lock(conn, path)
+            if held is None:
+                return
+            repo.delete_lock(conn, path, held.lock_id)
+            self._record(
+                conn,
+                who,
+                "force-unlock",
+                path,
+                f"released lock {held.lock_id} held by {held.who}",
+            )
+
+    def get_lock(self, who: Principal, path: str) -> LockView | None:
+        validate_path(path)
+        with self._read_tx() as conn:
+            row = repo.get_lock(conn, path)
+        return None if row is None else self._lock_view(row)
+
+    def get_lock_info(self, who: Principal, path: str) -> bytes | None:
+        """The holder's raw LockInfo JSON (what Terraform expects to parse), or None."""
+        validate_path(path)
+        with self._read_tx() as conn:
+            row = repo.get_lock(conn, path)
+        return None if row is None else bytes(row.info)
+
+    def list_locks(self, who: Principal) -> list[LockView]:
+        with self._read_tx() as conn:
+            return [self._lock_view(r) for r in repo.list_locks(conn)]
+
+    def break_lock(self, who: Principal, path: str) -> LockView:
+        """Administrative release of someone else's lock; always recorded."""
+        validate_path(path)
+        with self._write_tx() as conn:
+            held = repo.get_lock(conn, path)
+            if held is None:
+                raise NotFound(f"{path} is not locked")
+            repo.delete_lock(conn, path, held.lock_id)
+            self._record(
+                conn, who, "break-lock", path, f"broke lock {held.lock_id} held by {held.who}"
+            )
+            return self._lock_view(held)
+
+    def _lock_view(self, row: Row[Any]) -> LockView:
+        return LockView(
+            path=row.path,
+            id=row.lock_id,
+            who=row.who,
+            operation=row.operation,
+            client_version=row.client_version,
+            principal=row.principal,
+            acquired_at=row.acquired_at,
+            age_seconds=max(0.0, self.clock() - row.acquired_at),
+        )

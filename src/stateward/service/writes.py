@@ -1,0 +1,199 @@
+"""Reading and writing states: the protocol's GET and POST, and rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from stateward import statefile
+from stateward.errors import BadRequest, Conflict, Locked, TooLarge
+from stateward.paths import validate_path
+from stateward.principal import Principal
+from stateward.service.base import ServiceBase
+from stateward.service.views import StoredState, WriteOutcome
+from stateward.storage import repo
+from stateward.types import Body
+
+#: Bodies at least this large get a read-only pre-check, so a refused or identical upload
+#: never costs a blob write; small ones go straight to the (re-checking) write transaction.
+PRECHECK_BYTES = 1024 * 1024
+
+
+class WriteOps(ServiceBase):
+    def read(self, who: Principal, path: str) -> StoredState | None:
+        """The current state at ``path``, or None if there is none (or it is soft-deleted)."""
+        validate_path(path)
+        with self._read_tx() as conn:
+            row = repo.current_version(conn, path)
+        if row is None:
+            return None
+        body = self._load(path, row)
+        return StoredState(body, bytes.fromhex(row.md5), row.seq, row.serial)
+
+    def write(
+        self,
+        who: Principal,
+        path: str,
+        body: Body,
+        lock_id: str | None = None,
+        content_md5: bytes | None = None,
+    ) -> WriteOutcome:
+        """Store ``body`` as the new state of ``path`` if the lock and the guards allow it.
+
+        ``content_md5`` is the digest the client declared (Content-MD5); it must match. An
+        identical re-send of the current state is a success that creates nothing, which is
+        what makes a retried POST idempotent.
+        """
+        validate_path(path)
+        limit = self.settings.max_body_bytes
+        if len(body) > limit:
+            raise TooLarge(f"state is larger than the limit of {limit} bytes")
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        if content_md5 is not None and not hmac.compare_digest(md5, content_md5):
+            raise BadRequest("Content-MD5 does not match the body; the upload was corrupted")
+        summary = statefile.parse_state(body)
+        sha = hashlib.sha256(body).hexdigest()
+        if len(body) >= PRECHECK_BYTES:
+            with self._read_tx() as conn:
+                pre = self._check_write(conn, path, summary, sha, lock_id)
+            if isinstance(pre[0], WriteOutcome):
+                return pre[0]
+        blob_key = uuid.uuid4().hex
+        stored_size = self.barrier.store(path, blob_key, body)
+        outcome: WriteOutcome | None = None
+        try:
+            with self._write_tx() as conn:
+                checked, ctx, lock = self._check_write(conn, path, summary, sha, lock_id)
+                if checked is not None:
+                    outcome = checked
+                else:
+                    outcome = self._insert_version(
+                        conn,
+                        who,
+                        path,
+                        ctx,
+                        lock,
+                        body,
+                        md5.hex(),
+                        sha,
+                        summary,
+                        blob_key,
+                        stored_size,
+                        lock_id,
+                    )
+        finally:
+            if outcome is None or not outcome.created:
+                self.barrier.blobs.delete(blob_key)
+        if len(body) <= self.cache.max_entry:
+            self.cache.put(blob_key, bytes(body))
+        return outcome
+
+    def _check_write(
+        self,
+        conn: Connection,
+        path: str,
+        summary: statefile.StateSummary,
+        sha: str,
+        lock_id: str | None,
+    ) -> tuple[WriteOutcome | None, Row[Any] | None, Row[Any] | None]:
+        """Raise if the write is refused. Returns (outcome for an identical re-send or None,
+        the path's write context, the held lock) for :meth:`_insert_version`."""
+        lock = repo.get_lock(conn, path)
+        _check_lock_for_write(path, lock, lock_id)
+        ctx = repo.write_context(conn, path)
+        if ctx is None or ctx.deleted_at is not None or ctx.seq is None:
+            return None, ctx, lock  # first write (or after a delete) accepts any lineage
+        if ctx.sha256 == sha:
+            return WriteOutcome(created=False, seq=ctx.seq, serial=ctx.serial), ctx, lock
+        if not ctx.override_next_write:
+            _check_guards(path, ctx, summary)
+        return None, ctx, lock
+
+    def rollback(
+        self, who: Principal, path: str, seq: int, lock_id: str | None = None
+    ) -> WriteOutcome:
+        """Write the content of version ``seq`` as a new version (history is never rewritten).
+
+        Refused while someone else holds the lock; the lineage/serial guards do not apply
+        (going back is the point), but the lock does.
+        """
+        view, body = self.get_version(who, path, seq)
+        summary = statefile.parse_state(body)
+        blob_key = uuid.uuid4().hex
+        stored_size = self.barrier.store(path, blob_key, body)
+        outcome: WriteOutcome | None = None
+        try:
+            with self._write_tx() as conn:
+                held = repo.get_lock(conn, path)
+                if held is not None and held.lock_id != lock_id:
+                    raise Locked(
+                        f"{path} is locked by {held.who or 'unknown'}; rollback refused",
+                        bytes(held.info),
+                    )
+                ctx = repo.write_context(conn, path)
+                current = ctx is not None and ctx.deleted_at is None and ctx.seq is not None
+                if current and ctx is not None and ctx.sha256 == view.sha256:
+                    outcome = WriteOutcome(False, ctx.seq, ctx.serial)
+                else:
+                    outcome = self._insert_version(
+                        conn,
+                        who,
+                        path,
+                        ctx,
+                        held,
+                        body,
+                        view.md5,
+                        view.sha256,
+                        summary,
+                        blob_key,
+                        stored_size,
+                        lock_id,
+                        kind="rollback",
+                        source_seq=seq,
+                    )
+                    self._record(conn, who, "rollback", path, f"to seq={seq} as seq={outcome.seq}")
+        finally:
+            if outcome is None or not outcome.created:
+                self.barrier.blobs.delete(blob_key)
+        return outcome
+
+
+def _check_lock_for_write(path: str, lock: Row[Any] | None, lock_id: str | None) -> None:
+    if lock is None:
+        if lock_id is not None:
+            raise Conflict(
+                f"lock {lock_id} on {path} is not held (released or broken); refusing the write"
+            )
+        return
+    if lock_id is None:
+        raise Conflict(
+            f"{path} is locked by {lock.who or 'unknown'} (lock ID {lock.lock_id}); "
+            "a write must carry that lock's ID"
+        )
+    if lock_id != lock.lock_id:
+        raise Conflict(
+            f"lock ID mismatch: {path} is locked with ID {lock.lock_id} by "
+            f"{lock.who or 'unknown'}, the write carries {lock_id}"
+        )
+
+
+def _check_guards(path: str, ctx: Row[Any], summary: statefile.StateSummary) -> None:
+    if summary.lineage != ctx.lineage:
+        raise Conflict(
+            f"lineage mismatch: {path} holds lineage {ctx.lineage}, the write has "
+            f"{summary.lineage}; refusing to overwrite a different state"
+        )
+    if summary.serial < ctx.serial:
+        raise Conflict(
+            f"stale write: serial {summary.serial} is lower than the stored serial "
+            f"{ctx.serial} of {path}"
+        )
+    if summary.serial == ctx.serial:
+        raise Conflict(
+            f"serial {summary.serial} of {path} already stored with different content; "
+            "a changed state needs a higher serial"
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stateward.storage.schema import events, locks, schema_info, states, versions
@@ -44,37 +44,46 @@ def get_version(conn: Connection, path: str, seq: int) -> Row[Any] | None:
     ).first()
 
 
+# Hot-path statements are built once with bind parameters: constructing a SQLAlchemy
+# statement costs more than executing it against SQLite.
+_CURRENT_VERSION = (
+    select(versions)
+    .join(states, (states.c.path == versions.c.path) & (states.c.current_seq == versions.c.seq))
+    .where(states.c.path == bindparam("path"), states.c.deleted_at.is_(None))
+)
+_WRITE_CONTEXT = (
+    select(
+        states.c.path,
+        states.c.next_seq,
+        states.c.deleted_at,
+        states.c.override_next_write,
+        versions.c.seq,
+        versions.c.serial,
+        versions.c.lineage,
+        versions.c.sha256,
+    )
+    .select_from(
+        states.outerjoin(
+            versions,
+            (versions.c.path == states.c.path) & (versions.c.seq == states.c.current_seq),
+        )
+    )
+    .where(states.c.path == bindparam("path"))
+)
+_GET_LOCK = select(locks).where(locks.c.path == bindparam("path"))
+_DELETE_LOCK = delete(locks).where(locks.c.path == bindparam("path"))
+_DELETE_LOCK_ID = _DELETE_LOCK.where(locks.c.lock_id == bindparam("lock_id"))
+
+
 def current_version(conn: Connection, path: str) -> Row[Any] | None:
     """The current version row of a live (not deleted) path, in one statement."""
-    return conn.execute(
-        select(versions)
-        .join(states, (states.c.path == versions.c.path) & (states.c.current_seq == versions.c.seq))
-        .where(states.c.path == path, states.c.deleted_at.is_(None))
-    ).first()
+    return conn.execute(_CURRENT_VERSION, {"path": path}).first()
 
 
 def write_context(conn: Connection, path: str) -> Any:
     """Everything a write checks about a path, in one statement: the state row and its
     current version's identity (``seq`` is NULL when there is no version)."""
-    return conn.execute(
-        select(
-            states.c.path,
-            states.c.next_seq,
-            states.c.deleted_at,
-            states.c.override_next_write,
-            versions.c.seq,
-            versions.c.serial,
-            versions.c.lineage,
-            versions.c.sha256,
-        )
-        .select_from(
-            states.outerjoin(
-                versions,
-                (versions.c.path == states.c.path) & (versions.c.seq == states.c.current_seq),
-            )
-        )
-        .where(states.c.path == path)
-    ).first()
+    return conn.execute(_WRITE_CONTEXT, {"path": path}).first()
 
 
 def insert_state(conn: Connection, path: str, now: float, current_seq: int) -> None:
@@ -110,7 +119,7 @@ def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:
 
 
 def get_lock(conn: Connection, path: str) -> Row[Any] | None:
-    return conn.execute(select(locks).where(locks.c.path == path)).first()
+    return conn.execute(_GET_LOCK, {"path": path}).first()
 
 
 def insert_lock_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
@@ -125,10 +134,9 @@ def list_locks(conn: Connection) -> Sequence[Row[Any]]:
 
 
 def delete_lock(conn: Connection, path: str, lock_id: str | None = None) -> int:
-    q = delete(locks).where(locks.c.path == path)
-    if lock_id is not None:
-        q = q.where(locks.c.lock_id == lock_id)
-    return conn.execute(q).rowcount
+    if lock_id is None:
+        return conn.execute(_DELETE_LOCK, {"path": path}).rowcount
+    return conn.execute(_DELETE_LOCK_ID, {"path": path, "lock_id": lock_id}).rowcount
 
 
 def record_event(

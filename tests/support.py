@@ -69,6 +69,14 @@ def lock_body(lock_id: str | None = None, who: str = "alice@host") -> bytes:
     }, separators=(",", ":")).encode()
 
 
+def tofu_force_unlock_body(lock_id: str) -> bytes:
+    """OpenTofu >= 1.10 ``force-unlock``: the ID, every other field at its zero value."""
+    return json.dumps({
+        "ID": lock_id, "Operation": "", "Info": "", "Who": "", "Version": "",
+        "Created": "0001-01-01T00:00:00Z", "Path": "",
+    }, separators=(",", ":")).encode()
+
+
 @dataclass
 class ServerProcess:
     """A real ``stateward serve`` process on a free loopback port."""

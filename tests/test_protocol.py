@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.support import ServerProcess, lock_body, make_state, md5_b64, tofu_force_unlock_body
 
 #: ``/work/shared/tofu-vectors/real_state_pbkdf2_default.tfstate``, byte for byte: a state
 #: encrypted by OpenTofu's own code (pbkdf2 key provider + aes_gcm), compact JSON, no newline.
@@ -242,22 +242,6 @@ def tofu_lock_body(lock_id: str) -> bytes:
             "Who": "bob@ci",
             "Version": "1.10.0",
             "Created": "2026-11-22T10:11:12.123456789Z",
-            "Path": "",
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def tofu110_force_unlock_body(lock_id: str) -> bytes:
-    """OpenTofu >= 1.10 ``force-unlock``: the ID, every other field at its zero value."""
-    return json.dumps(
-        {
-            "ID": lock_id,
-            "Operation": "",
-            "Info": "",
-            "Who": "",
-            "Version": "",
-            "Created": "0001-01-01T00:00:00Z",
             "Path": "",
         },
         separators=(",", ":"),
@@ -488,7 +472,7 @@ def test_unlock_with_another_id_is_423_and_keeps_the_lock(c: httpx.Client, p: st
     assert lock(c, p, lk).status_code == 200
     before = snap(c, p)
     assert_holder(unlock(c, p, lock_body()), lk)
-    assert_holder(unlock(c, p, tofu110_force_unlock_body("nope")), lk)
+    assert_holder(unlock(c, p, tofu_force_unlock_body("nope")), lk)
     assert_holder(unlock(c, p, lock_body(), method="DELETE", lock_url=True), lk)
     assert snap(c, p) == before
 
@@ -516,7 +500,7 @@ def test_force_unlock_shapes(c: httpx.Client, p: str, shape: str) -> None:
         r = c.request("UNLOCK", url, content=iter(()))
         assert r.request.headers.get("transfer-encoding") == "chunked"
     else:
-        r = unlock(c, p, tofu110_force_unlock_body(lid))
+        r = unlock(c, p, tofu_force_unlock_body(lid))
     assert r.status_code == 200, r.text
     assert c.get(f"/state/{p}/lock").status_code == 404
     if shape != "tofu-1.10":  # an ID-less unlock is a force-unlock, and must be audited

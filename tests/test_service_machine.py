@@ -27,7 +27,7 @@ from stateward.config import Settings
 from stateward.errors import Conflict, Forbidden, Locked, NotFound, ServiceError
 from stateward.principal import Principal
 from stateward.service.factory import build_service
-from tests.support import lock_body, make_state
+from tests.support import lock_body, make_state, tofu_force_unlock_body
 
 WHO = Principal("machine")
 PATH = "team/app/prod"
@@ -49,21 +49,6 @@ def state_body(serial: int, lineage: str, variant: int) -> bytes:
 def summary(body: bytes) -> tuple[str, int]:
     doc = json.loads(body)
     return doc["lineage"], doc["serial"]
-
-
-def tofu_unlock_body(lock_id: str) -> bytes:
-    return json.dumps(
-        {
-            "ID": lock_id,
-            "Operation": "",
-            "Info": "",
-            "Who": "",
-            "Version": "",
-            "Created": "0001-01-01T00:00:00Z",
-            "Path": "",
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 class ServiceMachine(RuleBasedStateMachine):
@@ -182,7 +167,7 @@ class ServiceMachine(RuleBasedStateMachine):
         force-unlock from Terraform (and OpenTofu < 1.10) has no body at all."""
         body = {
             "terraform": lock_body(client, who=f"{client}@host"),
-            "tofu-1.10": tofu_unlock_body(client),
+            "tofu-1.10": tofu_force_unlock_body(client),
             "force": b"",
             "force-ws": b" \r\n",
         }[shape]

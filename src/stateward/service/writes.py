@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row
@@ -23,7 +26,26 @@ from stateward.types import Body
 PRECHECK_BYTES = 1024 * 1024
 
 
+@dataclass
+class _StagedBlob:
+    key: str
+    size: int = 0
+    keep: bool = False
+
+
 class WriteOps(ServiceBase):
+    @contextmanager
+    def _staged_blob(self, path: str, body: Body) -> Iterator[_StagedBlob]:
+        """Store the blob *before* the transaction that will point at it (DESIGN.md's
+        invariant) and delete it again unless the caller marks it kept after the commit."""
+        blob = _StagedBlob(uuid.uuid4().hex)
+        blob.size = self.barrier.store(path, blob.key, body)
+        try:
+            yield blob
+        finally:
+            if not blob.keep:
+                self.barrier.blobs.delete(blob.key)
+
     def read(self, who: Principal, path: str) -> StoredState | None:
         """The current state at ``path``, or None if there is none (or it is soft-deleted)."""
         validate_path(path)
@@ -62,34 +84,28 @@ class WriteOps(ServiceBase):
                 pre = self._check_write(conn, path, summary, sha, lock_id)
             if isinstance(pre[0], WriteOutcome):
                 return pre[0]
-        blob_key = uuid.uuid4().hex
-        stored_size = self.barrier.store(path, blob_key, body)
-        outcome: WriteOutcome | None = None
-        try:
+        with self._staged_blob(path, body) as blob:
             with self._write_tx() as conn:
                 checked, ctx, lock = self._check_write(conn, path, summary, sha, lock_id)
                 if checked is not None:
-                    outcome = checked
-                else:
-                    outcome = self._insert_version(
-                        conn,
-                        who,
-                        path,
-                        ctx,
-                        lock,
-                        body,
-                        md5.hex(),
-                        sha,
-                        summary,
-                        blob_key,
-                        stored_size,
-                        lock_id,
-                    )
-        finally:
-            if outcome is None or not outcome.created:
-                self.barrier.blobs.delete(blob_key)
+                    return checked
+                outcome = self._insert_version(
+                    conn,
+                    who,
+                    path,
+                    ctx,
+                    lock,
+                    body,
+                    md5.hex(),
+                    sha,
+                    summary,
+                    blob.key,
+                    blob.size,
+                    lock_id,
+                )
+            blob.keep = True
         if len(body) <= self.cache.max_entry:
-            self.cache.put(blob_key, bytes(body))
+            self.cache.put(blob.key, bytes(body))
         return outcome
 
     def _check_write(
@@ -123,10 +139,7 @@ class WriteOps(ServiceBase):
         """
         view, body = self.get_version(who, path, seq)
         summary = statefile.parse_state(body)
-        blob_key = uuid.uuid4().hex
-        stored_size = self.barrier.store(path, blob_key, body)
-        outcome: WriteOutcome | None = None
-        try:
+        with self._staged_blob(path, body) as blob:
             with self._write_tx() as conn:
                 held = repo.get_lock(conn, path)
                 if held is not None and held.lock_id != lock_id:
@@ -135,30 +148,27 @@ class WriteOps(ServiceBase):
                         bytes(held.info),
                     )
                 ctx = repo.write_context(conn, path)
-                current = ctx is not None and ctx.deleted_at is None and ctx.seq is not None
-                if current and ctx is not None and ctx.sha256 == view.sha256:
-                    outcome = WriteOutcome(False, ctx.seq, ctx.serial)
-                else:
-                    outcome = self._insert_version(
-                        conn,
-                        who,
-                        path,
-                        ctx,
-                        held,
-                        body,
-                        view.md5,
-                        view.sha256,
-                        summary,
-                        blob_key,
-                        stored_size,
-                        lock_id,
-                        kind="rollback",
-                        source_seq=seq,
-                    )
-                    self._record(conn, who, "rollback", path, f"to seq={seq} as seq={outcome.seq}")
-        finally:
-            if outcome is None or not outcome.created:
-                self.barrier.blobs.delete(blob_key)
+                live = ctx is not None and ctx.deleted_at is None and ctx.seq is not None
+                if live and ctx.sha256 == view.sha256:
+                    return WriteOutcome(False, ctx.seq, ctx.serial)
+                outcome = self._insert_version(
+                    conn,
+                    who,
+                    path,
+                    ctx,
+                    held,
+                    body,
+                    view.md5,
+                    view.sha256,
+                    summary,
+                    blob.key,
+                    blob.size,
+                    lock_id,
+                    kind="rollback",
+                    source_seq=seq,
+                )
+                self._record(conn, who, "rollback", path, f"to seq={seq} as seq={outcome.seq}")
+            blob.keep = True
         return outcome
 
 

@@ -147,16 +147,7 @@ class ServiceBase:
                 self._record(conn, who, "override-consumed", path, f"seq={seq}")
             if ctx.deleted_at is not None:
                 self._record(conn, who, "recreate", path, f"seq={seq}")
-            repo.update_state(
-                conn,
-                path,
-                current_seq=seq,
-                next_seq=seq + 1,
-                updated_at=now,
-                deleted_at=None,
-                deleted_by=None,
-                override_next_write=False,
-            )
+            repo.advance_state(conn, path, seq, now)
         return WriteOutcome(created=True, seq=seq, serial=summary.serial)
 
     def is_protected_row(self, path: str, flag: bool) -> bool:

@@ -73,6 +73,20 @@ _WRITE_CONTEXT = (
 _GET_LOCK = select(locks).where(locks.c.path == bindparam("path"))
 _DELETE_LOCK = delete(locks).where(locks.c.path == bindparam("path"))
 _DELETE_LOCK_ID = _DELETE_LOCK.where(locks.c.lock_id == bindparam("lock_id"))
+_INSERT_VERSION = insert(versions)
+_INSERT_STATE = insert(states)
+_ADVANCE_STATE = (
+    update(states)
+    .where(states.c.path == bindparam("p"))
+    .values(
+        current_seq=bindparam("seq"),
+        next_seq=bindparam("next"),
+        updated_at=bindparam("now"),
+        deleted_at=None,
+        deleted_by=None,
+        override_next_write=False,
+    )
+)
 
 
 def current_version(conn: Connection, path: str) -> Row[Any] | None:
@@ -88,15 +102,16 @@ def write_context(conn: Connection, path: str) -> Any:
 
 def insert_state(conn: Connection, path: str, now: float, current_seq: int) -> None:
     conn.execute(
-        insert(states).values(
-            path=path,
-            current_seq=current_seq,
-            next_seq=current_seq + 1,
-            created_at=now,
-            updated_at=now,
-            protected=False,
-            override_next_write=False,
-        )
+        _INSERT_STATE,
+        {
+            "path": path,
+            "current_seq": current_seq,
+            "next_seq": current_seq + 1,
+            "created_at": now,
+            "updated_at": now,
+            "protected": False,
+            "override_next_write": False,
+        },
     )
 
 
@@ -110,7 +125,12 @@ def list_versions(
 
 
 def insert_version(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(versions).values(**values))
+    conn.execute(_INSERT_VERSION, values)
+
+
+def advance_state(conn: Connection, path: str, seq: int, now: float) -> None:
+    """Point ``path`` at its new current version (and clear delete/override flags)."""
+    conn.execute(_ADVANCE_STATE, {"p": path, "seq": seq, "next": seq + 1, "now": now})
 
 
 def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:

@@ -21,6 +21,21 @@ import httpx
 
 TERRAFORM_111 = "/usr/local/bin/terraform"
 
+#: ``shared/tofu-vectors/real_state_pbkdf2_default.tfstate``, byte for byte: a state
+#: encrypted by OpenTofu's own code (pbkdf2 key provider + aes_gcm), compact JSON, no newline.
+TOFU_ENCRYPTED = (
+    b'{"serial":3,"lineage":"a8d2a1c4-7d55-4c1b-9a8e-2f0b6c3d4e5f","meta":{"key_provider.pbkdf'
+    b'2.main":"eyJzYWx0IjoicnFxbjhYeVFLQVEvQUdBcUVGamNXL3l3VkhZellqNHRaT2xOZGJia0JaMD0iLCJpdGV'
+    b'yYXRpb25zIjo2MDAwMDAsImhhc2hfZnVuY3Rpb24iOiJzaGE1MTIiLCJrZXlfbGVuZ3RoIjozMn0="},"encrypt'
+    b'ed_data":"N+83wlw/Gaq5jNJ1t1LMjU4IpFtIvI10uDp+0DVdZ8j6EjrXIHnH26HCYZv6/tsuQ3di9wJ9UzJP3o'
+    b"0QaJ5JTT5kbI5aQQ/w44TJURkwniXmOVFbXJ9s2DMzuneBw0eVPHIYGgBVXCDpjf4qaA+KgBqaigOR20TMJ+Itk3"
+    b"cEnkZm3IkY3PvDRr6WXGpzLeQZydmSYa2xj46pJeWN4QmMKLNKp697sjdwqNkKpECgXVIVHaYsm3moipzm4XGCtu"
+    b"9CbJMQe6pFPxs0QLLlzKX3K6rnFxayRvNNI/J2SnvZtFVDDocVm2HozkJxgDF/3ZaFGB6xFjI3ex8aK2xLz7WzHM"
+    b'3WE0ZsK/O+HPy58azzka39kwDMGvK0Jb/Kw05A7hkMpHRE+T0J3YB/Pcki","encryption_version":"v0"}'
+)
+TOFU_SHA256 = "3d6b9b64c0374261d5eb444b9f1ae1222fc617e2d149bc907ba2d9ad97a9d320"
+TOFU_LINEAGE = "a8d2a1c4-7d55-4c1b-9a8e-2f0b6c3d4e5f"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,15 +47,22 @@ def md5_b64(body: bytes) -> str:
     return base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
-def make_state(serial: int = 1, lineage: str | None = None, resources: int = 1,
-               outputs: dict[str, Any] | None = None, pad: int = 0) -> bytes:
+def make_state(
+    serial: int = 1,
+    lineage: str | None = None,
+    resources: int = 1,
+    outputs: dict[str, Any] | None = None,
+    pad: int = 0,
+) -> bytes:
     """A Terraform v4 state, formatted as Terraform writes it (2-space indent, newline)."""
     doc = {
         "version": 4,
         "terraform_version": "1.11.4",
         "serial": serial,
         "lineage": lineage or str(uuid.uuid4()),
-        "outputs": outputs if outputs is not None else {
+        "outputs": outputs
+        if outputs is not None
+        else {
             "name": {"value": f"v{serial}", "type": "string"},
             "secret": {"value": "s3cr3t", "type": "string", "sensitive": True},
         },
@@ -50,10 +72,13 @@ def make_state(serial: int = 1, lineage: str | None = None, resources: int = 1,
                 "type": "terraform_data",
                 "name": f"r{i}",
                 "provider": 'provider["terraform.io/builtin/terraform"]',
-                "instances": [{"schema_version": 0,
-                               "attributes": {"id": f"id-{i}", "input": serial,
-                                              "pad": "x" * pad},
-                               "sensitive_attributes": []}],
+                "instances": [
+                    {
+                        "schema_version": 0,
+                        "attributes": {"id": f"id-{i}", "input": serial, "pad": "x" * pad},
+                        "sensitive_attributes": [],
+                    }
+                ],
             }
             for i in range(resources)
         ],
@@ -63,18 +88,34 @@ def make_state(serial: int = 1, lineage: str | None = None, resources: int = 1,
 
 
 def lock_body(lock_id: str | None = None, who: str = "alice@host") -> bytes:
-    return json.dumps({
-        "ID": lock_id or str(uuid.uuid4()), "Operation": "OperationTypeApply", "Info": "",
-        "Who": who, "Version": "1.11.4", "Created": "2026-11-22T00:00:00Z", "Path": "",
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "ID": lock_id or str(uuid.uuid4()),
+            "Operation": "OperationTypeApply",
+            "Info": "",
+            "Who": who,
+            "Version": "1.11.4",
+            "Created": "2026-11-22T00:00:00Z",
+            "Path": "",
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def tofu_force_unlock_body(lock_id: str) -> bytes:
     """OpenTofu >= 1.10 ``force-unlock``: the ID, every other field at its zero value."""
-    return json.dumps({
-        "ID": lock_id, "Operation": "", "Info": "", "Who": "", "Version": "",
-        "Created": "0001-01-01T00:00:00Z", "Path": "",
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "ID": lock_id,
+            "Operation": "",
+            "Info": "",
+            "Who": "",
+            "Version": "",
+            "Created": "0001-01-01T00:00:00Z",
+            "Path": "",
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 @dataclass
@@ -99,8 +140,14 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "stateward"]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
-        cmd += ["serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-                *self.extra_args]
+        cmd += [
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
@@ -152,7 +199,11 @@ def terraform_015(tmp_root: Path) -> str:
 
 def terraform_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "STATEWARD_"))}
-    env.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", HOME=str(home),
-               TF_CLI_CONFIG_FILE=str(home / "terraformrc"))
+    env.update(
+        CHECKPOINT_DISABLE="1",
+        TF_IN_AUTOMATION="1",
+        HOME=str(home),
+        TF_CLI_CONFIG_FILE=str(home / "terraformrc"),
+    )
     (home / "terraformrc").write_text("")
     return env

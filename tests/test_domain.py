@@ -13,7 +13,7 @@ from stateward.globs import glob_match
 from stateward.lockinfo import parse_lock_info
 from stateward.paths import validate_path
 from stateward.statefile import diff_states, parse_state, resource_address
-from tests.support import make_state
+from tests.support import TOFU_ENCRYPTED, make_state
 
 
 @pytest.mark.parametrize("path", ["a", "team/app/env", "a.b/c_d/e-f", "x/" * 7 + "y"])
@@ -72,8 +72,7 @@ def test_parse_state_refuses(body: bytes) -> None:
 
 
 def test_client_encrypted_state_is_recognised() -> None:
-    with open("/work/shared/tofu-vectors/real_state_pbkdf2_default.tfstate", "rb") as f:
-        s = parse_state(f.read())
+    s = parse_state(TOFU_ENCRYPTED)
     assert s.client_encrypted and s.serial == 3
 
 

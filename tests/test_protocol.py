@@ -1,4 +1,4 @@
-"""The ``http`` backend protocol (docs: /work/shared/PROTOCOL.md), row by row, over real HTTP.
+"""The ``http`` backend protocol (docs: shared/PROTOCOL.md), row by row, over real HTTP.
 
 Every test talks to a real ``stateward serve`` process with httpx, the way Terraform and
 OpenTofu do: custom methods LOCK/UNLOCK, ``Content-Md5`` on every body, chunked bodies,
@@ -22,22 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServerProcess, lock_body, make_state, md5_b64, tofu_force_unlock_body
-
-#: ``/work/shared/tofu-vectors/real_state_pbkdf2_default.tfstate``, byte for byte: a state
-#: encrypted by OpenTofu's own code (pbkdf2 key provider + aes_gcm), compact JSON, no newline.
-TOFU_ENCRYPTED = (
-    b'{"serial":3,"lineage":"a8d2a1c4-7d55-4c1b-9a8e-2f0b6c3d4e5f","meta":{"key_provider.pbkdf'
-    b'2.main":"eyJzYWx0IjoicnFxbjhYeVFLQVEvQUdBcUVGamNXL3l3VkhZellqNHRaT2xOZGJia0JaMD0iLCJpdGV'
-    b'yYXRpb25zIjo2MDAwMDAsImhhc2hfZnVuY3Rpb24iOiJzaGE1MTIiLCJrZXlfbGVuZ3RoIjozMn0="},"encrypt'
-    b'ed_data":"N+83wlw/Gaq5jNJ1t1LMjU4IpFtIvI10uDp+0DVdZ8j6EjrXIHnH26HCYZv6/tsuQ3di9wJ9UzJP3o'
-    b"0QaJ5JTT5kbI5aQQ/w44TJURkwniXmOVFbXJ9s2DMzuneBw0eVPHIYGgBVXCDpjf4qaA+KgBqaigOR20TMJ+Itk3"
-    b"cEnkZm3IkY3PvDRr6WXGpzLeQZydmSYa2xj46pJeWN4QmMKLNKp697sjdwqNkKpECgXVIVHaYsm3moipzm4XGCtu"
-    b"9CbJMQe6pFPxs0QLLlzKX3K6rnFxayRvNNI/J2SnvZtFVDDocVm2HozkJxgDF/3ZaFGB6xFjI3ex8aK2xLz7WzHM"
-    b'3WE0ZsK/O+HPy58azzka39kwDMGvK0Jb/Kw05A7hkMpHRE+T0J3YB/Pcki","encryption_version":"v0"}'
+from tests.support import (
+    TOFU_ENCRYPTED,
+    TOFU_LINEAGE,
+    TOFU_SHA256,
+    ServerProcess,
+    lock_body,
+    make_state,
+    md5_b64,
+    tofu_force_unlock_body,
 )
-TOFU_SHA256 = "3d6b9b64c0374261d5eb444b9f1ae1222fc617e2d149bc907ba2d9ad97a9d320"
-TOFU_LINEAGE = "a8d2a1c4-7d55-4c1b-9a8e-2f0b6c3d4e5f"
 
 SMALL_LIMIT = 2048
 STATE_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"}

@@ -1090,3 +1090,16 @@ def test_error_messages_are_one_line_and_leak_no_state(c: httpx.Client, p: str) 
         assert 400 <= r.status_code < 500
         assert_text_error(r, r.status_code)
         assert secret not in r.text
+
+
+def test_client_text_cannot_forge_log_lines(server: ServerProcess) -> None:
+    """A newline smuggled in through ?ID= or a path escape stays on one log line."""
+    with httpx.Client(base_url=server.url) as c:
+        body = make_state(serial=1)
+        r = c.post("/state/logs/x", params={"ID": "a\nINFO: forged"}, content=body)
+        assert_text_error(r, 409)
+        assert c.post("/state/logs/x", params={"ID": "a" * 257}, content=body).status_code == 400
+        assert_text_error(c.get("/state/logs%0AINFO:%20forged"), 400)
+    assert server.log_path is not None
+    log = server.log_path.read_text()
+    assert "\nINFO: forged" not in log and "refused POST /state/logs/x" in log

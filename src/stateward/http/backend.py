@@ -22,8 +22,8 @@ from starlette.types import Receive, Scope, Send
 
 from stateward.errors import BadRequest, ServiceError
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
-from stateward.http.errors import protocol_error, text_error
-from stateward.lockinfo import MAX_LOCK_BODY
+from stateward.http.errors import one_line, protocol_error, text_error
+from stateward.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
 from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.types import Body
@@ -73,6 +73,8 @@ def _lock_id_param(request: Request) -> str | None:
         raise BadRequest("more than one ?ID= parameter")
     if values and not values[0]:
         raise BadRequest("empty ?ID= parameter")
+    if values and len(values[0]) > MAX_ID_LEN:
+        raise BadRequest(f"?ID= is longer than {MAX_ID_LEN} characters")
     return values[0] if values else None
 
 
@@ -111,7 +113,13 @@ class BackendEndpoint:
             # Terraform prints only "HTTP error: 409" for a refused write and drops the body,
             # so the reason must also reach the operator's log. Messages never hold state
             # content (paths, serials, lineages, lock IDs and holders only).
-            log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+            raw = request.scope.get("raw_path") or b""
+            log.warning(
+                "refused %s %s: %s",
+                request.method,
+                raw.decode("ascii", "backslashreplace")[:512],
+                one_line(str(exc)),
+            )
             return protocol_error(exc)
 
     async def _state_url(self, request: Request, method: str, path: str) -> Response:

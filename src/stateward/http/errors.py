@@ -35,9 +35,15 @@ def status_for(exc: ServiceError) -> int:
     return 500
 
 
+def one_line(message: str) -> str:
+    """Collapse all whitespace: client-supplied parts of a message (a lock holder's ``Who``,
+    a ``?ID=``) must not be able to forge extra lines in a response or a log."""
+    return " ".join(message.split())
+
+
 def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """A one-line plain-text error: what a human (or Terraform's log) reads."""
-    line = " ".join(message.split())
+    line = one_line(message)
     return Response(f"{line}\n", status_code=status, media_type="text/plain", headers=headers)
 
 

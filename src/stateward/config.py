@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stateward.policy import Role, RoleName
+
 ENV_PREFIX = "STATEWARD_"
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
 
@@ -55,6 +57,10 @@ class Settings(BaseModel):
     orphan_min_age_seconds: float = Field(default=3600.0, ge=0)
     maintenance_interval_seconds: float = Field(default=600.0, ge=0)
     log_level: str = "info"
+    #: Custom authorization roles (``[roles.<name>]``); not enforced yet, see access-control.md.
+    roles: dict[RoleName, Role] = Field(default_factory=dict)
+    #: HMAC key for API token hashes, kept outside the database (default <data_dir>/token.key).
+    token_key_file: Path | None = None
 
     @field_validator("host")
     @classmethod
@@ -93,7 +99,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == "STATEWARD_CONFIG":
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in Settings.model_fields or key in ("lock_leases", "retention"):
+        if key not in Settings.model_fields or key in ("lock_leases", "retention", "roles"):
             raise ConfigError(f"unknown or non-scalar environment setting {name}")
         out[key] = [p for p in value.split(",") if p] if key in _LIST_KEYS else value
     return out

@@ -10,8 +10,10 @@ from stateward import __version__
 from stateward.cli.context import CliContext
 from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
+from stateward.cli.policy import policy
 from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
+from stateward.cli.tokens import token
 from stateward.errors import ServiceError
 
 
@@ -45,8 +47,9 @@ def cli(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> 
     ctx.obj = CliContext(config_file, {"data_dir": data_dir})
 
 
-for command in (serve, locks, gc, events, *STATE_COMMANDS):
+for command in (serve, locks, gc, events, token, *STATE_COMMANDS):
     cli.add_command(command)
+cli.add_command(policy)
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from stateward.service.admin import AdminOps
 from stateward.service.locking import LockOps
+from stateward.service.tokens import TokenOps
 from stateward.service.writes import WriteOps
 
 
-class StateService(WriteOps, LockOps, AdminOps):
+class StateService(WriteOps, LockOps, AdminOps, TokenOps):
     """Every state operation, each taking the calling :class:`~stateward.principal.Principal`."""
 
 

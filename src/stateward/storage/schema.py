@@ -90,6 +90,23 @@ events = Table(
 )
 Index("ix_events_path", events.c.path)
 
+#: API tokens. Only the keyed hash of a secret is stored (crypto/tokens.py); names are never
+#: reused, so events naming a token stay unambiguous after it is revoked.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True, index=True),
+    Column("roles", Text, nullable=False),  # JSON list of role names
+    Column("paths", Text, nullable=False),  # JSON list of path globs; [] = unrestricted
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(256), nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+)
+
 #: Schema version, so a future migration tool (Alembic) can take over from here.
 schema_info = Table(
     "schema_info",

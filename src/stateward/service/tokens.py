@@ -1,0 +1,262 @@
+"""API tokens: create, list, revoke, and verify a presented secret.
+
+Secrets are returned once by :meth:`TokenOps.create_token` and never stored, logged, recorded
+or put into an exception; the database holds only their keyed hash (``crypto/tokens.py``).
+Tokens are not yet checked on requests: the transports will call
+:meth:`TokenOps.authenticate_token` once authentication is wired in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+
+from stateward.crypto import tokens as crypto
+from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
+from stateward.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
+from stateward.principal import Principal
+from stateward.service.base import ServiceBase
+from stateward.storage import tokens_repo
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ROLE_RE = re.compile(r"[a-z0-9-]{1,64}")
+#: A glob segment: ``**``, or the path alphabet plus ``*`` (``?`` and ``[...]`` are refused
+#: so that a glob means the same thing to every reader).
+GLOB_SEGMENT_RE = re.compile(r"\*\*|[A-Za-z0-9._*-]+")
+MAX_ROLES = 32
+MAX_PATHS = 64
+#: ``last_used_at`` is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = 60.0
+INITIAL_ADMIN = "initial-admin"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    """A token's metadata. Holds neither the secret nor its hash."""
+
+    name: str
+    roles: tuple[str, ...]
+    paths: tuple[str, ...]  # empty: unrestricted (the roles' own grants apply)
+    created_at: float
+    created_by: str
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(roles=list(self.roles), paths=list(self.paths))
+        return d
+
+
+def validate_token_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise BadRequest("token name must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    if name.startswith(crypto.PREFIX):
+        # Someone pasting a secret where a name goes must not get it stored or echoed.
+        raise BadRequest(f"token names may not start with {crypto.PREFIX!r} (that is a secret)")
+    return name
+
+
+def validate_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if not roles:
+        raise BadRequest("a token needs at least one role (--role)")
+    if len(roles) > MAX_ROLES:
+        raise BadRequest(f"a token may have at most {MAX_ROLES} roles")
+    for role in roles:
+        if not ROLE_RE.fullmatch(role):
+            raise BadRequest(f"invalid role {role[:64]!r}: use 1-64 characters of a-z 0-9 -")
+    return tuple(dict.fromkeys(roles))
+
+
+def validate_glob(glob: str) -> str:
+    """A path glob over the state path alphabet, with ``*`` and whole-segment ``**``."""
+    shown = repr(glob[:MAX_PATH_LEN])
+    if not glob or len(glob) > MAX_PATH_LEN:
+        raise BadRequest(f"invalid path glob {shown}: must be 1-{MAX_PATH_LEN} characters")
+    segments = glob.split("/")
+    if len(segments) > MAX_DEPTH:
+        raise BadRequest(f"invalid path glob {shown}: more than {MAX_DEPTH} segments")
+    for seg in segments:
+        if seg in ("", ".", "..") or len(seg) > MAX_SEGMENT_LEN:
+            raise BadRequest(f"invalid path glob {shown}: empty, '.', '..' or too long segment")
+        if not GLOB_SEGMENT_RE.fullmatch(seg) or ("**" in seg and seg != "**"):
+            raise BadRequest(
+                f"invalid path glob {shown}: segments may only contain A-Z a-z 0-9 . _ - and *, "
+                "and ** must be a whole segment"
+            )
+    return glob
+
+
+def token_view(r: Row[Any]) -> TokenView:
+    return TokenView(
+        name=r.name,
+        roles=tuple(json.loads(r.roles)),
+        paths=tuple(json.loads(r.paths)),
+        created_at=r.created_at,
+        created_by=r.created_by,
+        expires_at=r.expires_at,
+        revoked_at=r.revoked_at,
+        last_used_at=r.last_used_at,
+    )
+
+
+def _describe(view: TokenView) -> str:
+    paths = ",".join(view.paths) or "*unrestricted*"
+    expires = "never"
+    if view.expires_at is not None:
+        expires = dt.datetime.fromtimestamp(view.expires_at, dt.UTC).isoformat(timespec="seconds")
+    return f"name={view.name} roles={','.join(view.roles)} paths={paths} expires={expires}"
+
+
+class TokenOps(ServiceBase):
+    _token_key: crypto.TokenKey | None = None
+
+    @property
+    def token_key_path(self) -> Path:
+        return self.settings.token_key_file or self.settings.data_dir / "token.key"
+
+    def load_token_key(self) -> crypto.TokenKey:
+        """The server's token key, created on first need. ``serve`` should call this at start
+        so that a damaged or exposed key file stops it before it accepts requests."""
+        if self._token_key is None:
+            try:
+                self._token_key = crypto.load_or_create_key(self.token_key_path)
+            except crypto.TokenKeyError as exc:
+                raise Unavailable(str(exc)) from exc
+        return self._token_key
+
+    def create_token(
+        self,
+        who: Principal,
+        name: str,
+        roles: list[str] | tuple[str, ...],
+        paths: list[str] | tuple[str, ...] = (),
+        expires_at: float | None = None,
+    ) -> tuple[TokenView, crypto.TokenSecret]:
+        """Create a token; the secret is returned here and never again."""
+        validate_token_name(name)
+        role_list = validate_roles(roles)
+        if len(paths) > MAX_PATHS:
+            raise BadRequest(f"a token may be restricted to at most {MAX_PATHS} path globs")
+        path_list = tuple(dict.fromkeys(validate_glob(p) for p in paths))
+        now = self.clock()
+        if expires_at is not None and expires_at <= now:
+            raise BadRequest("token expiry is not in the future")
+        key = self.load_token_key()
+        secret = crypto.new_token()
+        view = TokenView(name, role_list, path_list, now, who.name, expires_at, None, None)
+        try:
+            with self._write_tx() as conn:
+                _refuse_existing(tokens_repo.get_by_name(conn, name))
+                tokens_repo.insert_token(
+                    conn,
+                    name=name,
+                    hash=key.digest(secret),
+                    roles=json.dumps(list(role_list)),
+                    paths=json.dumps(list(path_list)),
+                    created_at=now,
+                    created_by=who.name,
+                    expires_at=expires_at,
+                )
+                self._record(conn, who, "token-create", None, _describe(view))
+        except IntegrityError:
+            # A concurrent create of the same name (the row check raced) — never the secret.
+            raise Conflict(f"a token named {name} already exists") from None
+        return view, secret
+
+    def list_tokens(self, who: Principal) -> list[TokenView]:
+        with self._read_tx() as conn:
+            return [token_view(r) for r in tokens_repo.list_tokens(conn)]
+
+    def revoke_token(self, who: Principal, name: str) -> TokenView:
+        """Revoke ``name`` (effective on its next use). Revoking twice changes nothing."""
+        validate_token_name(name)
+        with self._write_tx() as conn:
+            if tokens_repo.get_by_name(conn, name) is None:
+                raise NotFound(f"no token named {name}")
+            if tokens_repo.revoke(conn, name, self.clock()):
+                self._record(conn, who, "token-revoke", None, f"name={name}")
+            row = tokens_repo.get_by_name(conn, name)
+        assert row is not None
+        return token_view(row)
+
+    def authenticate_token(self, secret: str, now: float | None = None) -> TokenView | None:
+        """The token a presented secret belongs to, or None if unknown, revoked or expired.
+
+        Malformed input is refused before the key or the database is touched. The lookup is
+        by keyed hash, and the stored hash is compared again in constant time.
+        """
+        if not crypto.is_well_formed(secret):
+            return None
+        now = self.clock() if now is None else now
+        digest = self.load_token_key().digest(secret)
+        with self._read_tx() as conn:
+            row = tokens_repo.get_by_hash(conn, digest)
+        if row is None or not hmac.compare_digest(str(row.hash), digest):
+            return None
+        view = token_view(row)
+        if view.status(now) != "active":
+            return None
+        last = view.last_used_at
+        if last is None or now - last >= LAST_USED_RESOLUTION:
+            with self._write_tx() as conn:
+                tokens_repo.touch(conn, row.id, now, LAST_USED_RESOLUTION)
+            view = replace(view, last_used_at=now)
+        return view
+
+    def ensure_initial_admin_token(self, who: Principal) -> crypto.TokenSecret | None:
+        """On a data dir without any token, create ``initial-admin`` and return its secret.
+
+        Returns None if any token exists or ever existed (revoked ones count), so the secret is
+        shown on the very first start only.
+        """
+        with self._read_tx() as conn:
+            if tokens_repo.count_tokens(conn):
+                return None
+        key = self.load_token_key()
+        secret = crypto.new_token()
+        now = self.clock()
+        view = TokenView(INITIAL_ADMIN, ("admin",), (), now, who.name, None, None, None)
+        try:
+            with self._write_tx() as conn:
+                if tokens_repo.count_tokens(conn):  # re-checked under the write lock
+                    return None
+                tokens_repo.insert_token(
+                    conn,
+                    name=INITIAL_ADMIN,
+                    hash=key.digest(secret),
+                    roles=json.dumps(["admin"]),
+                    paths="[]",
+                    created_at=now,
+                    created_by=who.name,
+                )
+                self._record(conn, who, "token-create", None, _describe(view) + " (initial)")
+        except IntegrityError:
+            return None  # another replica created it first
+        return secret
+
+
+def _refuse_existing(row: Row[Any] | None) -> None:
+    if row is None:
+        return
+    if row.revoked_at is not None:
+        raise Conflict(
+            f"a revoked token named {row.name} exists; names are never reused, pick another"
+        )
+    raise Conflict(f"a token named {row.name} already exists; revoke it or pick another name")

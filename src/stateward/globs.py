@@ -7,10 +7,14 @@ semantics must stay simple enough to reason about in a security review.
 from __future__ import annotations
 
 import fnmatch
+import re
 from functools import lru_cache
 from typing import TypeVar
 
+from stateward.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
+
 T = TypeVar("T")
+_GLOB_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._*-]+$")
 
 
 @lru_cache(maxsize=4096)
@@ -40,3 +44,33 @@ def first_match(rules: list[tuple[str, T]], path: str) -> T | None:
         if glob_match(glob, path):
             return value
     return None
+
+
+def validate_glob(glob: str) -> str:
+    """Check a configured glob (grants, token limits), raising ValueError with a one-line
+    reason: state-path segments (the alphabet of ``paths``) plus ``*`` and whole-segment ``**``.
+
+    ``?`` and ``[...]`` are refused although fnmatch would accept them: fewer wildcard forms
+    mean fewer surprises when a reviewer reads a grant.
+    """
+    if not glob:
+        raise ValueError("empty path glob")
+    if len(glob) > MAX_PATH_LEN:
+        raise ValueError(f"path glob longer than {MAX_PATH_LEN} characters")
+    segments = glob.split("/")
+    if len(segments) > MAX_DEPTH:
+        raise ValueError(f"path glob has more than {MAX_DEPTH} segments")
+    for seg in segments:
+        if not seg:
+            raise ValueError(f"path glob {glob!r} has an empty segment (leading, trailing or //)")
+        if seg in (".", ".."):
+            raise ValueError(f"path glob {glob!r}: segments '.' and '..' are not allowed")
+        if len(seg) > MAX_SEGMENT_LEN:
+            raise ValueError(f"path glob segment longer than {MAX_SEGMENT_LEN} characters")
+        if "**" in seg and seg != "**":
+            raise ValueError(f"path glob {glob!r}: '**' must be a whole segment")
+        if not _GLOB_SEGMENT_RE.match(seg):
+            raise ValueError(
+                f"path glob {glob!r}: segments may only contain A-Z a-z 0-9 . _ - and '*'"
+            )
+    return glob

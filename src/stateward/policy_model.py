@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from stateward.actions import GRANTS, Action
-from stateward.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
+from stateward.globs import validate_glob
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -26,37 +26,7 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BUILTIN_ROLE_NAMES = frozenset({"admin", "writer", "reader", "outputs-reader"})
 ROLE_NAME_RE = re.compile(r"^[a-z0-9-]{1,64}$")
-_GLOB_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._*-]+$")
 _HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-
-
-def check_glob(glob: str) -> str:
-    """A path glob: state-path segments (same alphabet as ``paths``) plus ``*`` and ``**``.
-
-    ``?`` and ``[...]`` are refused although fnmatch would accept them: fewer wildcard forms
-    mean fewer surprises when a reviewer reads a grant.
-    """
-    if not glob:
-        raise ValueError("empty path glob")
-    if len(glob) > MAX_PATH_LEN:
-        raise ValueError(f"path glob longer than {MAX_PATH_LEN} characters")
-    segments = glob.split("/")
-    if len(segments) > MAX_DEPTH:
-        raise ValueError(f"path glob has more than {MAX_DEPTH} segments")
-    for seg in segments:
-        if not seg:
-            raise ValueError(f"path glob {glob!r} has an empty segment (leading, trailing or //)")
-        if seg in (".", ".."):
-            raise ValueError(f"path glob {glob!r}: segments '.' and '..' are not allowed")
-        if len(seg) > MAX_SEGMENT_LEN:
-            raise ValueError(f"path glob segment longer than {MAX_SEGMENT_LEN} characters")
-        if "**" in seg and seg != "**":
-            raise ValueError(f"path glob {glob!r}: '**' must be a whole segment")
-        if not _GLOB_SEGMENT_RE.match(seg):
-            raise ValueError(
-                f"path glob {glob!r}: segments may only contain A-Z a-z 0-9 . _ - and '*'"
-            )
-    return glob
 
 
 def is_everything(glob: str) -> bool:
@@ -116,7 +86,7 @@ def check_role_name(name: str) -> str:
 
 
 ActionSpec = Annotated[Action | Literal["*"], BeforeValidator(_parse_action)]
-Glob = Annotated[str, AfterValidator(check_glob)]
+Glob = Annotated[str, AfterValidator(validate_glob)]
 Network = Annotated[IPNetwork, BeforeValidator(_parse_network)]
 RoleName = Annotated[str, AfterValidator(check_role_name)]
 

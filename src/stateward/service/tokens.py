@@ -19,18 +19,15 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
+from stateward import globs
 from stateward.crypto import tokens as crypto
 from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
-from stateward.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
+from stateward.policy_model import ROLE_NAME_RE
 from stateward.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.storage import tokens_repo
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-ROLE_RE = re.compile(r"[a-z0-9-]{1,64}")
-#: A glob segment: ``**``, or the path alphabet plus ``*`` (``?`` and ``[...]`` are refused
-#: so that a glob means the same thing to every reader).
-GLOB_SEGMENT_RE = re.compile(r"\*\*|[A-Za-z0-9._*-]+")
 MAX_ROLES = 32
 MAX_PATHS = 64
 #: ``last_used_at`` is written at most this often per token, not on every request.
@@ -79,28 +76,17 @@ def validate_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if len(roles) > MAX_ROLES:
         raise BadRequest(f"a token may have at most {MAX_ROLES} roles")
     for role in roles:
-        if not ROLE_RE.fullmatch(role):
+        if not ROLE_NAME_RE.fullmatch(role):
             raise BadRequest(f"invalid role {role[:64]!r}: use 1-64 characters of a-z 0-9 -")
     return tuple(dict.fromkeys(roles))
 
 
 def validate_glob(glob: str) -> str:
-    """A path glob over the state path alphabet, with ``*`` and whole-segment ``**``."""
-    shown = repr(glob[:MAX_PATH_LEN])
-    if not glob or len(glob) > MAX_PATH_LEN:
-        raise BadRequest(f"invalid path glob {shown}: must be 1-{MAX_PATH_LEN} characters")
-    segments = glob.split("/")
-    if len(segments) > MAX_DEPTH:
-        raise BadRequest(f"invalid path glob {shown}: more than {MAX_DEPTH} segments")
-    for seg in segments:
-        if seg in ("", ".", "..") or len(seg) > MAX_SEGMENT_LEN:
-            raise BadRequest(f"invalid path glob {shown}: empty, '.', '..' or too long segment")
-        if not GLOB_SEGMENT_RE.fullmatch(seg) or ("**" in seg and seg != "**"):
-            raise BadRequest(
-                f"invalid path glob {shown}: segments may only contain A-Z a-z 0-9 . _ - and *, "
-                "and ** must be a whole segment"
-            )
-    return glob
+    """A token's path restriction: the same glob rules as policy grants."""
+    try:
+        return globs.validate_glob(glob)
+    except ValueError as exc:
+        raise BadRequest(f"invalid path glob: {exc}") from None
 
 
 def token_view(r: Row[Any]) -> TokenView:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -128,10 +129,12 @@ class ServerProcess:
     config: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    #: Client TLS context for a server started with --tls-* flags (then the URL is https).
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def state_url(self, path: str) -> str:
         return f"{self.url}/state/{path}"
@@ -158,7 +161,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                verify = self.tls if self.tls is not None else True
+                if httpx.get(f"{self.url}/healthz", verify=verify, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)

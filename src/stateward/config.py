@@ -13,8 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from stateward.auth.oidc import OidcIssuer
 from stateward.policy import Role, RoleName
 
 ENV_PREFIX = "STATEWARD_"
@@ -61,6 +69,13 @@ class Settings(BaseModel):
     roles: dict[RoleName, Role] = Field(default_factory=dict)
     #: HMAC key for API token hashes, kept outside the database (default <data_dir>/token.key).
     token_key_file: Path | None = None
+    #: Trusted CI OIDC issuers (``[[oidc_issuers]]``); not enforced yet, see access-control.md.
+    oidc_issuers: list[OidcIssuer] = Field(default_factory=list)
+    #: TLS server certificate (PEM, may include the chain) and its private key: both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: CA bundle (PEM); when set, every client must present a certificate signed by it (mTLS).
+    tls_client_ca: Path | None = None
 
     @field_validator("host")
     @classmethod
@@ -81,6 +96,25 @@ class Settings(BaseModel):
             )
         return v
 
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together (both or neither)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) requires tls_cert and tls_key")
+        for key in ("tls_cert", "tls_key", "tls_client_ca"):
+            path: Path | None = getattr(self, key)
+            if path is None:
+                continue
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+            if not path.is_file():
+                raise ValueError(f"{key}: {path} is not a regular file")
+        return self
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "stateward.db"
@@ -99,7 +133,8 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == "STATEWARD_CONFIG":
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in Settings.model_fields or key in ("lock_leases", "retention", "roles"):
+        non_scalar = ("lock_leases", "retention", "roles", "oidc_issuers")
+        if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")
         out[key] = [p for p in value.split(",") if p] if key in _LIST_KEYS else value
     return out

@@ -10,6 +10,7 @@ class Principal:
     name: str
     source: str = ""  # remote address for HTTP requests, "cli" for the command line
     user_agent: str = ""
+    cert_subject: str = ""  # verified client certificate subject CN (mutual TLS)
 
 
 #: The principal for loopback HTTP clients until authentication exists.

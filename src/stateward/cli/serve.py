@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +18,19 @@ from stateward.cli.context import CliContext, pass_ctx
 @click.option("--host", help="Bind address (loopback only until access control lands).")
 @click.option("--port", type=int)
 @click.option("--max-body-bytes", type=int, help="Largest accepted state body.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM, chain allowed); needs --tls-key.",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Private key (PEM)."
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Require client certificates signed by this CA (mutual TLS).",
+)
 @pass_ctx
 def serve(
     obj: CliContext,
@@ -22,11 +38,15 @@ def serve(
     host: str | None,
     port: int | None,
     max_body_bytes: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
 ) -> None:
     """Run the state server."""
     import uvicorn
 
     from stateward.http.app import create_app
+    from stateward.http.tls import PeerCertH11Protocol, TlsConfig
     from stateward.service.factory import build_service
 
     settings = obj.settings(
@@ -34,16 +54,30 @@ def serve(
         host=host,
         port=port,
         max_body_bytes=max_body_bytes,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     service = build_service(settings)
     app = create_app(service)
+    tls = settings.tls_cert is not None
+    scheme = "https" if tls else "http"
     click.echo(
-        f"stateward serving http://{settings.host}:{settings.port}/state/<path> "
+        f"stateward serving {scheme}://{settings.host}:{settings.port}/state/<path> "
         f"(data: {settings.data_dir})",
         err=True,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
-    uvicorn.run(
+    tls_options: dict[str, Any] = {}
+    if tls:
+        tls_options = {
+            "ssl_certfile": str(settings.tls_cert),
+            "ssl_keyfile": str(settings.tls_key),
+        }
+        if settings.tls_client_ca is not None:
+            tls_options["ssl_ca_certs"] = str(settings.tls_client_ca)
+            tls_options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    config = TlsConfig(
         app,
         host=settings.host,
         port=settings.port,
@@ -51,7 +85,12 @@ def serve(
         timeout_keep_alive=30,
         # h11 accepts any method token, so unknown methods get our 405 rather than a
         # parser-level 400 (httptools only knows a fixed list of methods).
-        http="h11",
+        http=PeerCertH11Protocol if tls else "h11",
         server_header=False,
         h11_max_incomplete_event_size=64 * 1024,
+        **tls_options,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run() does

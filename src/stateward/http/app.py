@@ -18,6 +18,7 @@ from stateward.errors import ServiceError
 from stateward.http.api import build_api
 from stateward.http.backend import BackendEndpoint, is_backend_path
 from stateward.http.errors import RETRY_AFTER_SECONDS, status_for
+from stateward.http.headers import SecurityHeaders
 from stateward.principal import Principal
 from stateward.service.core import StateService
 
@@ -40,7 +41,7 @@ class Dispatcher:
             await self.api(scope, receive, send)
 
 
-def create_app(service: StateService, run_maintenance: bool = True) -> Dispatcher:
+def create_app(service: StateService, run_maintenance: bool = True) -> SecurityHeaders:
     interval = service.settings.maintenance_interval_seconds
 
     @contextlib.asynccontextmanager
@@ -90,7 +91,9 @@ def create_app(service: StateService, run_maintenance: bool = True) -> Dispatche
             "ready\n" if ok else "store unreachable\n", status_code=200 if ok else 503
         )
 
-    return Dispatcher(BackendEndpoint(service, service.settings.max_body_bytes), app)
+    return SecurityHeaders(
+        Dispatcher(BackendEndpoint(service, service.settings.max_body_bytes), app)
+    )
 
 
 async def _maintenance_loop(service: StateService, interval: float) -> None:

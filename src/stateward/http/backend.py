@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from stateward.errors import BadRequest, ServiceError
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
 from stateward.http.errors import one_line, protocol_error, text_error
+from stateward.http.tls import common_name
 from stateward.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
 from stateward.principal import Principal
 from stateward.service.core import StateService
@@ -47,7 +48,13 @@ def _chunks(body: bytes) -> Iterator[bytes]:
 def principal_of(request: Request) -> Principal:
     """The caller. Until authentication lands, every (loopback-only) client is ``local``."""
     host = request.client.host if request.client else ""
-    return Principal(name="local", source=host, user_agent=request.headers.get("user-agent", ""))
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    return Principal(
+        name="local",
+        source=host,
+        user_agent=request.headers.get("user-agent", ""),
+        cert_subject=common_name(tls.get("client_cert_name") or ""),
+    )
 
 
 def _split(request: Request) -> tuple[str, bool]:

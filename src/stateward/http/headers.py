@@ -17,6 +17,9 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 )
 HSTS = (b"strict-transport-security", b"max-age=31536000")
+_PLAIN = SECURITY_HEADERS
+_TLS = (*SECURITY_HEADERS, HSTS)
+_NAMES = frozenset(name for name, _ in _TLS)  # replaced on both schemes (no stray HSTS)
 
 
 class SecurityHeaders:
@@ -29,12 +32,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = SECURITY_HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
-        names = {name for name, _ in extra}
+        extra = _TLS if scope.get("scheme") == "https" else _PLAIN
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in names]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _NAMES]
                 message = {**message, "headers": [*headers, *extra]}
             await send(message)
 

@@ -15,23 +15,10 @@ def get_state(conn: Connection, path: str) -> Row[Any] | None:
     return conn.execute(select(states).where(states.c.path == path)).first()
 
 
-def ensure_state(conn: Connection, path: str, now: float) -> Row[Any]:
-    row = get_state(conn, path)
-    if row is None:
-        conn.execute(
-            insert(states).values(
-                path=path,
-                current_seq=None,
-                next_seq=1,
-                created_at=now,
-                updated_at=now,
-                protected=False,
-                override_next_write=False,
-            )
-        )
-        row = get_state(conn, path)
-        assert row is not None
-    return row
+def ensure_state(conn: Connection, path: str, now: float) -> None:
+    """Create the path's row (with no version yet) if it does not exist."""
+    if get_state(conn, path) is None:
+        insert_state(conn, path, now, current_seq=None)
 
 
 def update_state(conn: Connection, path: str, **values: Any) -> None:
@@ -75,6 +62,11 @@ _DELETE_LOCK = delete(locks).where(locks.c.path == bindparam("path"))
 _DELETE_LOCK_ID = _DELETE_LOCK.where(locks.c.lock_id == bindparam("lock_id"))
 _INSERT_VERSION = insert(versions)
 _INSERT_STATE = insert(states)
+#: The lock compare-and-set, per dialect; values are passed as parameters at execution.
+_INSERT_LOCK = {
+    "postgresql": postgresql.insert(locks).on_conflict_do_nothing(index_elements=["path"]),
+    "sqlite": sqlite.insert(locks).on_conflict_do_nothing(index_elements=["path"]),
+}
 _ADVANCE_STATE = (
     update(states)
     .where(states.c.path == bindparam("p"))
@@ -100,13 +92,13 @@ def write_context(conn: Connection, path: str) -> Any:
     return conn.execute(_WRITE_CONTEXT, {"path": path}).first()
 
 
-def insert_state(conn: Connection, path: str, now: float, current_seq: int) -> None:
+def insert_state(conn: Connection, path: str, now: float, current_seq: int | None) -> None:
     conn.execute(
         _INSERT_STATE,
         {
             "path": path,
             "current_seq": current_seq,
-            "next_seq": current_seq + 1,
+            "next_seq": (current_seq or 0) + 1,
             "created_at": now,
             "updated_at": now,
             "protected": False,
@@ -144,9 +136,8 @@ def get_lock(conn: Connection, path: str) -> Row[Any] | None:
 
 def insert_lock_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
     """The lock compare-and-set: insert unless a row for the path exists. True if inserted."""
-    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(locks).values(**values).on_conflict_do_nothing(index_elements=["path"])
-    return bool(conn.execute(stmt).rowcount == 1)
+    stmt = _INSERT_LOCK["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    return bool(conn.execute(stmt, values).rowcount == 1)
 
 
 def list_locks(conn: Connection) -> Sequence[Row[Any]]:

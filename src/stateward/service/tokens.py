@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from stateward import globs
@@ -150,21 +150,27 @@ class TokenOps(ServiceBase):
         try:
             with self._write_tx() as conn:
                 _refuse_existing(tokens_repo.get_by_name(conn, name))
-                tokens_repo.insert_token(
-                    conn,
-                    name=name,
-                    hash=key.digest(secret),
-                    roles=json.dumps(list(role_list)),
-                    paths=json.dumps(list(path_list)),
-                    created_at=now,
-                    created_by=who.name,
-                    expires_at=expires_at,
-                )
-                self._record(conn, who, "token-create", None, _describe(view))
+                self._insert_token(conn, who, view, key.digest(secret))
         except IntegrityError:
             # A concurrent create of the same name (the row check raced) — never the secret.
             raise Conflict(f"a token named {name} already exists") from None
         return view, secret
+
+    def _insert_token(
+        self, conn: Connection, who: Principal, view: TokenView, digest: str, note: str = ""
+    ) -> None:
+        """Store a new token row (only the keyed hash of its secret) and record its creation."""
+        tokens_repo.insert_token(
+            conn,
+            name=view.name,
+            hash=digest,
+            roles=json.dumps(list(view.roles)),
+            paths=json.dumps(list(view.paths)),
+            created_at=view.created_at,
+            created_by=view.created_by,
+            expires_at=view.expires_at,
+        )
+        self._record(conn, who, "token-create", None, _describe(view) + note)
 
     def list_tokens(self, who: Principal) -> list[TokenView]:
         with self._read_tx() as conn:
@@ -223,16 +229,7 @@ class TokenOps(ServiceBase):
             with self._write_tx() as conn:
                 if tokens_repo.count_tokens(conn):  # re-checked under the write lock
                     return None
-                tokens_repo.insert_token(
-                    conn,
-                    name=INITIAL_ADMIN,
-                    hash=key.digest(secret),
-                    roles=json.dumps(["admin"]),
-                    paths="[]",
-                    created_at=now,
-                    created_by=who.name,
-                )
-                self._record(conn, who, "token-create", None, _describe(view) + " (initial)")
+                self._insert_token(conn, who, view, key.digest(secret), " (initial)")
         except IntegrityError:
             return None  # another replica created it first
         return secret

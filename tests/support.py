@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -131,13 +132,57 @@ class ServerProcess:
     log_path: Path | None = None
     #: Client TLS context for a server started with --tls-* flags (then the URL is https).
     tls: ssl.SSLContext | None = None
+    #: An admin token: the initial one printed on first start, or one created offline.
+    token: str | None = None
+
+    @property
+    def bare_url(self) -> str:
+        """The base URL without credentials (requests through it are anonymous)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        """The base URL with the admin token as Basic-auth password (httpx sends it)."""
+        assert self.token is not None, "server not started"
+        return f"{'https' if self.tls else 'http'}://admin:{self.token}@127.0.0.1:{self.port}"
 
-    def state_url(self, path: str) -> str:
-        return f"{self.url}/state/{path}"
+    def state_url(self, path: str, creds: bool = True) -> str:
+        return f"{self.url if creds else self.bare_url}/state/{path}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``stateward`` offline on this server's data directory (and config)."""
+        cmd = [sys.executable, "-m", "stateward"]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
+        r = subprocess.run(
+            [*cmd, "--data-dir", str(self.data_dir), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        if check:
+            assert r.returncode == 0, r.stderr
+        return r
+
+    def create_token(self, name: str, *roles: str, paths: tuple[str, ...] = (), **kw: str) -> str:
+        """A new token (offline CLI); its secret is the last line of stdout."""
+        args = ["token", "create", name]
+        for role in roles:
+            args += ["--role", role]
+        for glob in paths:
+            args += ["--path", glob]
+        for key, value in kw.items():
+            args += [f"--{key}", value]
+        return self.cli(*args).stdout.strip().splitlines()[-1]
+
+    def _initial_token(self) -> str | None:
+        assert self.log_path is not None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if re.fullmatch(r"swt_[A-Za-z0-9_-]{43}", line.strip()):
+                return line.strip()
+        return None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "stateward"]
@@ -162,7 +207,12 @@ class ServerProcess:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
             try:
                 verify = self.tls if self.tls is not None else True
-                if httpx.get(f"{self.url}/healthz", verify=verify, timeout=1).status_code == 200:
+                health = httpx.get(f"{self.bare_url}/healthz", verify=verify, timeout=1)
+                if health.status_code == 200:
+                    if self.token is None:
+                        self.token = self._initial_token() or self.create_token(
+                            f"test-admin-{uuid.uuid4().hex[:8]}", "admin"
+                        )
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -201,8 +251,10 @@ def terraform_015(tmp_root: Path) -> str:
     return str(dest)
 
 
-def terraform_env(home: Path) -> dict[str, str]:
+def terraform_env(home: Path, token: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "STATEWARD_"))}
+    if token is not None:
+        env.update(TF_HTTP_USERNAME="terraform", TF_HTTP_PASSWORD=token)
     env.update(
         CHECKPOINT_DISABLE="1",
         TF_IN_AUTOMATION="1",

@@ -70,7 +70,7 @@ def _run(data: Path, *args: str, input: str | None = None) -> str:
 def test_cli_state_commands(tmp_path: Path) -> None:
     data = tmp_path / "d"
     svc = build_service(load_settings(None, {"data_dir": data}, env={}))
-    who = Principal("ci")
+    who = Principal("ci", roles=("admin",))
     b1 = make_state(serial=1, lineage="l")
     svc.write(who, "t/a/prod", b1)
     svc.write(who, "t/a/prod", make_state(serial=2, lineage="l", resources=2))

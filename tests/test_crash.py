@@ -36,7 +36,7 @@ from tests.support import ServerProcess, lock_body, make_state, md5_b64
 ROUNDS = 12
 WRITERS = 3
 KILL_AFTER = (0.05, 1.0)  # seconds of write traffic before the SIGKILL, uniformly drawn
-ALICE = Principal("alice")
+ALICE = Principal("alice", roles=("admin",))
 
 
 def sha256(body: bytes) -> str:
@@ -370,7 +370,7 @@ def test_crash_between_blob_and_commit_leaves_collectable_orphan(
     assert {p.name for p in blob_files(settings.data_dir)} == committed
     current = service.read(ALICE, path)
     assert current is not None and current.body == body
-    _, stored = service.get_version(ALICE, path, 1)
+    _, stored = service.get_version_body(ALICE, path, 1)
     assert stored == body
     assert service.run_maintenance(ALICE).orphans_removed == 0
 

@@ -14,7 +14,7 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from tests.support import lock_body, make_state
 
-ALICE = Principal("alice")
+ALICE = Principal("alice", roles=("admin",))
 P = "team/app/prod"
 
 
@@ -48,7 +48,7 @@ def test_versions_history_and_metadata(service: StateService) -> None:
     assert v2.current and v2.serial == 2 and v2.resource_count == 3 and v2.output_count == 2
     assert v2.author == "alice" and v2.client_version == "1.11.4" and v2.lock_id == "L1"
     assert len(v2.sha256) == 64 and len(v2.md5) == 32 and v2.stored_size > 0
-    view, body = service.get_version(ALICE, P, 1)
+    view, body = service.get_version_body(ALICE, P, 1)
     assert body == b1 and not view.current
     assert service.read(ALICE, P).body == make_state(serial=2, lineage="lin", resources=3)
 

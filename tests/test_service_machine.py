@@ -29,7 +29,7 @@ from stateward.principal import Principal
 from stateward.service.factory import build_service
 from tests.support import lock_body, make_state, tofu_force_unlock_body
 
-WHO = Principal("machine")
+WHO = Principal("machine", roles=("admin",))
 PATH = "team/app/prod"
 NEIGHBOUR = "team/app/dev"  # never touched by the rules: must stay exactly as seeded
 
@@ -334,7 +334,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @invariant()
     def versions_are_immutable(self) -> None:
         for seq, body in self.versions.items():
-            view, stored = self.svc.get_version(WHO, PATH, seq)
+            view, stored = self.svc.get_version_body(WHO, PATH, seq)
             assert bytes(stored) == body
             assert (view.lineage, view.serial) == summary(body)
 

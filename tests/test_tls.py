@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse
 
 from stateward.config import ConfigError, Settings, load_settings
 from stateward.http.app import create_app
-from stateward.http.backend import principal_of
+from stateward.http.clientinfo import ClientResolver
 from stateward.http.tls import (
     PeerCertH11Protocol,
     TlsConfig,
@@ -368,7 +368,7 @@ def test_peer_certificate_reaches_principal(pki: Pki) -> None:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        who = principal_of(request)
+        who = ClientResolver(Settings()).facts(request)
         tls = scope.get("extensions", {}).get("tls", {})
         response = JSONResponse(
             {"cert_subject": who.cert_subject, "name": tls.get("client_cert_name"),

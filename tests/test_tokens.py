@@ -26,7 +26,7 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.tokens import LAST_USED_RESOLUTION, validate_glob
 
-WHO = Principal(name="tester")
+WHO = Principal(name="tester", roles=("admin",))
 T0 = 1_800_000_000.0
 
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from stateward.auth.oidc import OidcIssuer
+from stateward.globs import validate_glob
 from stateward.policy import Role, RoleName
 
 ENV_PREFIX = "STATEWARD_"
@@ -51,6 +52,22 @@ class LeaseRule(BaseModel):
     seconds: float = Field(gt=0)
 
 
+class CertPrincipal(BaseModel):
+    """Map a verified client certificate (mutual TLS) to a principal with roles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: The certificate subject's common name, compared exactly.
+    subject_cn: str = Field(min_length=1, max_length=256)
+    roles: list[RoleName] = Field(min_length=1, max_length=32)
+    #: Optional path globs the principal is restricted to (default: the roles' own grants).
+    paths: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("paths")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        return [validate_glob(g) for g in v]
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,36 +82,69 @@ class Settings(BaseModel):
     orphan_min_age_seconds: float = Field(default=3600.0, ge=0)
     maintenance_interval_seconds: float = Field(default=600.0, ge=0)
     log_level: str = "info"
-    #: Custom authorization roles (``[roles.<name>]``); not enforced yet, see access-control.md.
+    #: Custom authorization roles (``[roles.<name>]``), see docs/access-control.md.
     roles: dict[RoleName, Role] = Field(default_factory=dict)
     #: HMAC key for API token hashes, kept outside the database (default <data_dir>/token.key).
     token_key_file: Path | None = None
-    #: Trusted CI OIDC issuers (``[[oidc_issuers]]``); not enforced yet, see access-control.md.
+    #: Trusted CI OIDC issuers (``[[oidc_issuers]]``), see docs/access-control.md.
     oidc_issuers: list[OidcIssuer] = Field(default_factory=list)
     #: TLS server certificate (PEM, may include the chain) and its private key: both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: CA bundle (PEM); when set, every client must present a certificate signed by it (mTLS).
     tls_client_ca: Path | None = None
+    #: Client certificate subjects that authenticate on their own (``[[cert_principals]]``).
+    cert_principals: list[CertPrincipal] = Field(default_factory=list)
+    #: Addresses (CIDRs) of TLS-terminating proxies. Only requests from them may carry
+    #: ``X-Forwarded-For``/``X-Forwarded-Proto``, and declaring one permits plain HTTP on a
+    #: non-loopback address (then only the proxies and loopback may connect).
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+    #: Brute-force throttle: more than ``auth_failure_limit`` failed authentications within
+    #: ``auth_failure_window_seconds`` from one address (or for one token name) block it,
+    #: first for ``auth_block_seconds``, doubling on each repeat up to 15 minutes.
+    auth_failure_limit: int = Field(default=10, ge=1, le=10_000)
+    auth_failure_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    auth_block_seconds: float = Field(default=30.0, gt=0, le=3_600)
 
     @field_validator("host")
     @classmethod
-    def _loopback_only(cls, v: str) -> str:
-        """Until access control exists, serving to the network would be anonymous access."""
+    def _ip_host(cls, v: str) -> str:
         if v == "localhost":
             return v
         try:
-            addr = ipaddress.ip_address(v)
+            ipaddress.ip_address(v)
         except ValueError:
             raise ValueError(
-                f"host {v!r} is not an IP address; use 127.0.0.1, ::1 or localhost"
+                f"host {v!r} is not an IP address; use an address such as 127.0.0.1, ::1, "
+                "0.0.0.0 or localhost"
             ) from None
-        if not addr.is_loopback:
-            raise ValueError(
-                f"refusing to bind non-loopback address {v}: stateward has no access control "
-                "yet, so it only serves on loopback"
-            )
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                net = ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(f"trusted proxy {cidr!r} is not an address or CIDR") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"trusted proxy {cidr!r} would trust every address")
+        return v
+
+    @property
+    def serves_loopback_only(self) -> bool:
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+    @model_validator(mode="after")
+    def _transport_security(self) -> Settings:
+        """Plain HTTP to the network would carry tokens and states in clear text."""
+        if self.serves_loopback_only or self.tls_cert is not None or self.trusted_proxies:
+            return self
+        raise ValueError(
+            f"refusing to serve plain HTTP on non-loopback address {self.host}: configure "
+            "tls_cert/tls_key, or declare the TLS-terminating proxy in trusted_proxies"
+        )
 
     @model_validator(mode="after")
     def _tls_files(self) -> Settings:
@@ -102,6 +152,8 @@ class Settings(BaseModel):
             raise ValueError("tls_cert and tls_key must be set together (both or neither)")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) requires tls_cert and tls_key")
+        if self.cert_principals and self.tls_client_ca is None:
+            raise ValueError("cert_principals need tls_client_ca (verified client certificates)")
         for key in ("tls_cert", "tls_key", "tls_client_ca"):
             path: Path | None = getattr(self, key)
             if path is None:
@@ -124,7 +176,7 @@ class Settings(BaseModel):
         return self.data_dir / "blobs"
 
 
-_LIST_KEYS = {"protected_paths"}
+_LIST_KEYS = {"protected_paths", "trusted_proxies"}
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
@@ -133,7 +185,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == "STATEWARD_CONFIG":
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        non_scalar = ("lock_leases", "retention", "roles", "oidc_issuers")
+        non_scalar = ("lock_leases", "retention", "roles", "oidc_issuers", "cert_principals")
         if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")
         out[key] = [p for p in value.split(",") if p] if key in _LIST_KEYS else value

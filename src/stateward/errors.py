@@ -27,6 +27,18 @@ class Conflict(ServiceError):
     """The request contradicts the current state: guards, lock ID mismatch, protected path."""
 
 
+class Unauthorized(ServiceError):
+    """No credential, or one that is unknown, expired, revoked or fails verification."""
+
+
+class Throttled(ServiceError):
+    """Too many failed authentications from this address or for this token name."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Forbidden(ServiceError):
     """The principal may not do this, or the path's policy refuses it."""
 

@@ -11,11 +11,16 @@ from typing import Any
 import click
 
 from stateward.cli.context import CliContext, pass_ctx
+from stateward.errors import ServiceError
+from stateward.principal import cli_principal
 
 
 @click.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--host", help="Bind address (loopback only until access control lands).")
+@click.option(
+    "--host",
+    help="Bind address. Non-loopback needs --tls-cert/--tls-key or a declared trusted proxy.",
+)
 @click.option("--port", type=int)
 @click.option("--max-body-bytes", type=int, help="Largest accepted state body.")
 @click.option(
@@ -59,6 +64,20 @@ def serve(
         tls_client_ca=tls_client_ca,
     )
     service = build_service(settings)
+    # A damaged or exposed token key stops the server before it accepts a request.
+    try:
+        service.load_token_key()
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    secret = service.ensure_initial_admin_token(cli_principal())
+    if secret is not None:
+        click.echo(
+            "stateward: first start, created the token 'initial-admin' (role admin). It is "
+            "shown only now: store it, create narrower tokens with it, then revoke it.",
+            err=True,
+        )
+        click.echo(str(secret))
+        sys.stdout.flush()
     app = create_app(service)
     tls = settings.tls_cert is not None
     scheme = "https" if tls else "http"

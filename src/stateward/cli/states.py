@@ -63,7 +63,7 @@ def show(obj: CliContext, path: str, seq: int | None) -> None:
         if not current:
             raise click.ClickException(f"no current state at {path}")
         seq = current[0].seq
-    view, _ = svc.get_version(obj.who, path, seq)
+    view = svc.get_version(obj.who, path, seq)
     emit_json(view.to_dict())
 
 
@@ -80,7 +80,7 @@ def pull(obj: CliContext, path: str, seq: int | None) -> None:
             raise click.ClickException(f"no state at {path}")
         body = state.body
     else:
-        _, body = svc.get_version(obj.who, path, seq)
+        _, body = svc.get_version_body(obj.who, path, seq)
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
 

@@ -43,7 +43,7 @@ def _when(ts: float | None) -> str:
 
 @click.group()
 def token() -> None:
-    """Create, list and revoke API tokens (not yet enforced on requests)."""
+    """Create, list and revoke API tokens (offline, against the data directory)."""
 
 
 @token.command("create")

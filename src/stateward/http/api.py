@@ -13,7 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateward.http.backend import principal_of
+from stateward.auth.authenticator import Authenticator
+from stateward.http.clientinfo import ClientResolver
 from stateward.principal import Principal
 from stateward.service.core import StateService
 
@@ -21,7 +22,10 @@ PathQ = Annotated[str, Query(max_length=256, description="state path, e.g. team/
 
 
 def _who(request: Request) -> Principal:
-    return principal_of(request)
+    """Authenticate the caller (a sync dependency: FastAPI runs it in a worker thread)."""
+    auth: Authenticator = request.app.state.auth
+    clients: ClientResolver = request.app.state.clients
+    return auth.authenticate(clients.facts(request))
 
 
 # Module level on purpose: with postponed annotations FastAPI resolves ``Who`` through the
@@ -64,10 +68,10 @@ def build_api(service: StateService) -> APIRouter:
     async def version(
         p: Who, path: PathQ, seq: int, download: bool = False
     ) -> dict[str, Any] | Response:
-        view, body = await run_in_threadpool(service.get_version, p, path, seq)
         if download:
+            _, body = await run_in_threadpool(service.get_version_body, p, path, seq)
             return Response(body, media_type="application/json")
-        return view.to_dict()
+        return (await run_in_threadpool(service.get_version, p, path, seq)).to_dict()
 
     @router.get("/diff")
     async def diff(

@@ -14,16 +14,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from stateward import __version__
+from stateward.auth.authenticator import Authenticator
 from stateward.errors import ServiceError
 from stateward.http.api import build_api
 from stateward.http.backend import BackendEndpoint, is_backend_path
-from stateward.http.errors import RETRY_AFTER_SECONDS, status_for
+from stateward.http.clientinfo import ClientResolver
+from stateward.http.errors import error_headers, status_for
 from stateward.http.headers import SecurityHeaders
-from stateward.principal import Principal
+from stateward.principal import SYSTEM
 from stateward.service.core import StateService
 
 log = logging.getLogger("stateward")
-MAINTENANCE = Principal(name="system:maintenance", source="internal")
 
 
 class Dispatcher:
@@ -41,8 +42,15 @@ class Dispatcher:
             await self.api(scope, receive, send)
 
 
-def create_app(service: StateService, run_maintenance: bool = True) -> SecurityHeaders:
-    interval = service.settings.maintenance_interval_seconds
+def create_app(
+    service: StateService,
+    run_maintenance: bool = True,
+    auth: Authenticator | None = None,
+) -> SecurityHeaders:
+    settings = service.settings
+    interval = settings.maintenance_interval_seconds
+    auth = auth or Authenticator(service, settings)
+    clients = ClientResolver(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -64,13 +72,15 @@ def create_app(service: StateService, run_maintenance: bool = True) -> SecurityH
         redirect_slashes=False,
         lifespan=lifespan,
     )
+    app.state.auth = auth
+    app.state.clients = clients
     app.include_router(build_api(service))
 
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError) -> Response:
-        status = status_for(exc)
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+        return JSONResponse(
+            {"error": str(exc)}, status_code=status_for(exc), headers=error_headers(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> Response:
@@ -91,16 +101,15 @@ def create_app(service: StateService, run_maintenance: bool = True) -> SecurityH
             "ready\n" if ok else "store unreachable\n", status_code=200 if ok else 503
         )
 
-    return SecurityHeaders(
-        Dispatcher(BackendEndpoint(service, service.settings.max_body_bytes), app)
-    )
+    backend = BackendEndpoint(service, settings.max_body_bytes, auth, clients)
+    return SecurityHeaders(Dispatcher(backend, app), always_hsts=bool(settings.trusted_proxies))
 
 
 async def _maintenance_loop(service: StateService, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            report = await run_in_threadpool(service.run_maintenance, MAINTENANCE)
+            report = await run_in_threadpool(service.run_maintenance, SYSTEM)
             log.info("maintenance: %s", report.to_dict())
         except Exception:
             log.exception("maintenance run failed")

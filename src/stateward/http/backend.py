@@ -13,19 +13,20 @@ The path is taken from the *raw* request path and validated, never decoded or no
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from stateward.auth.authenticator import Authenticator, RequestFacts
 from stateward.errors import BadRequest, ServiceError
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
+from stateward.http.clientinfo import ClientResolver
 from stateward.http.errors import one_line, protocol_error, text_error
-from stateward.http.tls import common_name
 from stateward.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
-from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.types import Body
 
@@ -45,16 +46,7 @@ def _chunks(body: bytes) -> Iterator[bytes]:
         yield bytes(view[start : start + STREAM_CHUNK])
 
 
-def principal_of(request: Request) -> Principal:
-    """The caller. Until authentication lands, every (loopback-only) client is ``local``."""
-    host = request.client.host if request.client else ""
-    tls = request.scope.get("extensions", {}).get("tls") or {}
-    return Principal(
-        name="local",
-        source=host,
-        user_agent=request.headers.get("user-agent", ""),
-        cert_subject=common_name(tls.get("client_cert_name") or ""),
-    )
+T = TypeVar("T")
 
 
 def _split(request: Request) -> tuple[str, bool]:
@@ -96,9 +88,25 @@ def _not_allowed(allowed: tuple[str, ...]) -> Response:
 class BackendEndpoint:
     """One ASGI-level endpoint; dispatches by method because LOCK/UNLOCK are not standard."""
 
-    def __init__(self, service: StateService, max_body: int) -> None:
+    def __init__(
+        self,
+        service: StateService,
+        max_body: int,
+        auth: Authenticator,
+        clients: ClientResolver,
+    ) -> None:
         self.service = service
         self.max_body = max_body
+        self.auth = auth
+        self.clients = clients
+
+    async def _as(self, facts: RequestFacts, fn: Callable[..., T], *args: Any) -> T:
+        """Authenticate and run one service call in the same worker thread (one hop)."""
+
+        def run() -> T:
+            return fn(self.auth.authenticate(facts), *args)
+
+        return await run_in_threadpool(run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Raw ASGI entry: Starlette routes would restrict methods to the standard ones."""
@@ -107,15 +115,16 @@ class BackendEndpoint:
 
     async def handle(self, request: Request) -> Response:
         try:
+            facts = self.clients.facts(request)
             path, lock_url = _split(request)
             method = request.method  # methods are case-sensitive (RFC 9110)
             if lock_url:
                 if method not in LOCK_URL_METHODS:
                     return _not_allowed(LOCK_URL_METHODS)
-                return await self._lock_url(request, method, path)
+                return await self._lock_url(request, facts, method, path)
             if method not in STATE_METHODS:
                 return _not_allowed(STATE_METHODS)
-            return await self._state_url(request, method, path)
+            return await self._state_url(request, facts, method, path)
         except ServiceError as exc:
             # Terraform prints only "HTTP error: 409" for a refused write and drops the body,
             # so the reason must also reach the operator's log. Messages never hold state
@@ -129,11 +138,12 @@ class BackendEndpoint:
             )
             return protocol_error(exc)
 
-    async def _state_url(self, request: Request, method: str, path: str) -> Response:
-        who = principal_of(request)
+    async def _state_url(
+        self, request: Request, facts: RequestFacts, method: str, path: str
+    ) -> Response:
         svc = self.service
         if method in ("GET", "HEAD"):
-            state = await run_in_threadpool(svc.read, who, path)
+            state = await self._as(facts, svc.read, path)
             if state is None:
                 return text_error(404, f"no state at {path}")
             headers = {
@@ -151,37 +161,40 @@ class BackendEndpoint:
         if method in ("POST", "PUT"):
             lock_id = _lock_id_param(request)
             expected = declared_md5(request)
+            # Authenticated before the body is read: strangers cannot make us buffer 128 MiB.
+            who = await run_in_threadpool(self.auth.authenticate, facts)
             body = await read_body(request, self.max_body)
             if not body:
                 raise BadRequest("empty body: a state write needs the state JSON")
             out = await run_in_threadpool(svc.write, who, path, body, lock_id, expected)
             return Response(b"", status_code=200, headers={"X-Stateward-Version": str(out.seq)})
         if method == "DELETE":
-            await run_in_threadpool(svc.delete, who, path)
+            await self._as(facts, svc.delete, path)
             return Response(b"", status_code=200)
         if method == "LOCK":
-            return await self._lock(request, who, path)
-        return await self._unlock(request, who, path)  # UNLOCK
+            return await self._lock(request, facts, path)
+        return await self._unlock(request, facts, path)  # UNLOCK
 
-    async def _lock_url(self, request: Request, method: str, path: str) -> Response:
-        who = principal_of(request)
+    async def _lock_url(
+        self, request: Request, facts: RequestFacts, method: str, path: str
+    ) -> Response:
         if method in ("GET", "HEAD"):
-            info = await run_in_threadpool(self.service.get_lock_info, who, path)
+            info = await self._as(facts, self.service.get_lock_info, path)
             if info is None:
                 return text_error(404, f"{path} is not locked")
             return Response(b"" if method == "HEAD" else info, media_type="application/json")
         if method in ("LOCK", "POST", "PUT"):
-            return await self._lock(request, who, path)
-        return await self._unlock(request, who, path)
+            return await self._lock(request, facts, path)
+        return await self._unlock(request, facts, path)
 
-    async def _lock(self, request: Request, who: Principal, path: str) -> Response:
+    async def _lock(self, request: Request, facts: RequestFacts, path: str) -> Response:
         body = await self._body(request, MAX_LOCK_BODY)
-        info = await run_in_threadpool(self.service.lock, who, path, body)
+        info = await self._as(facts, self.service.lock, path, body)
         return Response(info.raw, status_code=200, media_type="application/json")
 
-    async def _unlock(self, request: Request, who: Principal, path: str) -> Response:
+    async def _unlock(self, request: Request, facts: RequestFacts, path: str) -> Response:
         body = await self._body(request, MAX_LOCK_BODY)
-        await run_in_threadpool(self.service.unlock, who, path, body)
+        await self._as(facts, self.service.unlock, path, body)
         return Response(b"", status_code=200)
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.responses import Response
 
 from stateward.errors import (
@@ -11,7 +13,9 @@ from stateward.errors import (
     Locked,
     NotFound,
     ServiceError,
+    Throttled,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 
@@ -23,6 +27,8 @@ _STATUS: list[tuple[type[ServiceError], int]] = [
     (TooLarge, 413),
     (NotFound, 404),
     (Conflict, 409),
+    (Unauthorized, 401),
+    (Throttled, 429),
     (Forbidden, 403),
     (Unavailable, 503),
 ]
@@ -47,11 +53,25 @@ def text_error(status: int, message: str, headers: dict[str, str] | None = None)
     return Response(f"{line}\n", status_code=status, media_type="text/plain", headers=headers)
 
 
+#: Terraform's http backend only has Basic auth; the challenge tells any client what to send.
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="stateward", charset="UTF-8"'}
+
+
+def error_headers(exc: ServiceError) -> dict[str, str] | None:
+    """Headers a refusal needs: the auth challenge, or when to retry."""
+    if isinstance(exc, Unauthorized):
+        return CHALLENGE
+    if isinstance(exc, Throttled):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, Unavailable):
+        return {"Retry-After": RETRY_AFTER_SECONDS}
+    return None
+
+
 def protocol_error(exc: ServiceError) -> Response:
     """Map a service error for the Terraform protocol. A lock conflict returns the holder's
     LockInfo JSON as the body, because clients parse it to print the holder and to retry."""
     status = status_for(exc)
     if isinstance(exc, Locked):
         return Response(exc.holder, status_code=423, media_type="application/json")
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-    return text_error(status, str(exc), headers)
+    return text_error(status, str(exc), error_headers(exc))

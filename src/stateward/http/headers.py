@@ -2,7 +2,8 @@
 
 States and API answers are secrets and never HTML: forbid caching, sniffing, framing and
 referrers. HSTS only on HTTPS requests (a browser ignores it over plain HTTP anyway, and sending
-it there would advertise TLS that is not served).
+it there would advertise TLS that is not served) -- or on every request when a trusted
+TLS-terminating proxy is declared, since then clients reach us over HTTPS only.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ _NAMES = frozenset(name for name, _ in _TLS)  # replaced on both schemes (no str
 class SecurityHeaders:
     """Tiny ASGI wrapper: sets (replacing any existing value) the headers above."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, always_hsts: bool = False) -> None:
         self.app = app
+        self.always_hsts = always_hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _TLS if scope.get("scheme") == "https" else _PLAIN
+        extra = _TLS if self.always_hsts or scope.get("scheme") == "https" else _PLAIN
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 from stateward import statefile
+from stateward.actions import Action
 from stateward.errors import Conflict, Forbidden, Locked, NotFound
 from stateward.globs import glob_match
 from stateward.paths import validate_path
+from stateward.policy import STORE_WIDE
 from stateward.principal import Principal
 from stateward.service import maintenance
 from stateward.service.base import ServiceBase, version_view
@@ -25,6 +27,8 @@ class AdminOps(ServiceBase):
             rows = repo.list_states(conn, include_deleted)
         out = []
         for r in rows:
+            if not self.decide(who, Action.READ_OUTPUTS, r.path).allowed:
+                continue  # listings are filtered, not refused: unseen paths stay unseen
             if prefix and not (
                 r.path == prefix
                 or r.path.startswith(prefix.rstrip("/") + "/")
@@ -53,6 +57,7 @@ class AdminOps(ServiceBase):
     def history(
         self, who: Principal, path: str, limit: int = 100, before: int | None = None
     ) -> list[VersionView]:
+        self._authorize(who, Action.HISTORY, path)
         validate_path(path)
         limit = max(1, min(limit, 1000))
         with self._read_tx() as conn:
@@ -64,14 +69,16 @@ class AdminOps(ServiceBase):
         return [version_view(r, current) for r in rows]
 
     def diff(self, who: Principal, path: str, from_seq: int, to_seq: int) -> dict[str, Any]:
-        _, a = self.get_version(who, path, from_seq)
-        _, b = self.get_version(who, path, to_seq)
+        self._authorize(who, Action.HISTORY, path)
+        a = self._load(path, self._version_row(path, from_seq)[1])
+        b = self._load(path, self._version_row(path, to_seq)[1])
         result = statefile.diff_states(json.loads(a), json.loads(b))
         result.update(path=path, from_seq=from_seq, to_seq=to_seq)
         return result
 
     def delete(self, who: Principal, path: str) -> None:
         """Soft delete: the path disappears for clients; versions stay restorable."""
+        self._authorize(who, Action.DELETE, path)
         validate_path(path)
         with self._write_tx() as conn:
             state = repo.get_state(conn, path)
@@ -88,6 +95,7 @@ class AdminOps(ServiceBase):
             self._record(conn, who, "delete", path, f"soft-deleted at seq={state.current_seq}")
 
     def restore(self, who: Principal, path: str) -> None:
+        self._authorize(who, Action.ADMIN, path)
         validate_path(path)
         with self._write_tx() as conn:
             state = repo.get_state(conn, path)
@@ -98,6 +106,7 @@ class AdminOps(ServiceBase):
 
     def purge(self, who: Principal, path: str) -> int:
         """Permanently remove a soft-deleted path and all its versions."""
+        self._authorize(who, Action.ADMIN, path)
         validate_path(path)
         with self._write_tx() as conn:
             state = repo.get_state(conn, path)
@@ -113,6 +122,7 @@ class AdminOps(ServiceBase):
         return len(keys)
 
     def set_protected(self, who: Principal, path: str, protected: bool) -> None:
+        self._authorize(who, Action.ADMIN, path)
         validate_path(path)
         with self._write_tx() as conn:
             repo.ensure_state(conn, path, self.clock())
@@ -124,6 +134,7 @@ class AdminOps(ServiceBase):
 
         The lock check still applies; the override is consumed by the next accepted write.
         """
+        self._authorize(who, Action.ADMIN, path)
         validate_path(path)
         with self._write_tx() as conn:
             repo.ensure_state(conn, path, self.clock())
@@ -131,6 +142,8 @@ class AdminOps(ServiceBase):
             self._record(conn, who, "override-next-write", path)
 
     def events(self, who: Principal, path: str | None = None, limit: int = 100) -> list[EventView]:
+        """Recorded events of one path, or of the whole store (needs ``audit`` on ``**``)."""
+        self._authorize(who, Action.AUDIT, STORE_WIDE if path is None else path)
         if path is not None:
             validate_path(path)
         with self._read_tx() as conn:
@@ -139,4 +152,5 @@ class AdminOps(ServiceBase):
 
     def run_maintenance(self, who: Principal) -> MaintenanceReport:
         """Retention, purge of deleted paths past their grace period, orphan collection."""
+        self._authorize(who, Action.ADMIN)
         return maintenance.run(self, who)

@@ -8,6 +8,7 @@ crash in between leaves an orphan blob (collected later), never a dangling point
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -18,11 +19,13 @@ from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import OperationalError
 
 from stateward import statefile
+from stateward.actions import Action
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt
-from stateward.errors import NotFound, Unavailable
+from stateward.errors import Forbidden, NotFound, Unavailable
 from stateward.globs import glob_match
 from stateward.paths import validate_path
+from stateward.policy import STORE_WIDE, Decision, PolicyConfig, ReadScope, decide, read_scope
 from stateward.principal import Principal
 from stateward.service.cache import BodyCache
 from stateward.service.views import VersionView, WriteOutcome
@@ -47,6 +50,47 @@ class ServiceBase:
         self.barrier = barrier
         self.clock = clock
         self.cache = BodyCache(CACHE_BYTES, CACHE_ENTRY)
+        self.policy = PolicyConfig(roles=settings.roles)
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    def decide(self, who: Principal, action: Action, path: str = STORE_WIDE) -> Decision:
+        """The policy's decision for ``who`` (no side effects; for filtering listings)."""
+        return decide(
+            self.policy,
+            who.roles,
+            action,
+            path,
+            source=who.source,
+            now=self._now(),
+            path_limits=who.paths,
+        )
+
+    def _authorize(self, who: Principal, action: Action, path: str = STORE_WIDE) -> None:
+        """Refuse unless a rule allows ``action`` on ``path``. Called first in every
+        operation, before the path is looked up, so a refusal reveals nothing about what
+        exists; the reason is one line naming roles, action and path only. A malformed path
+        is a 400 (input validation reveals nothing), checked first."""
+        if path != STORE_WIDE:
+            validate_path(path)
+        decision = self.decide(who, action, path)
+        if not decision.allowed:
+            raise Forbidden(decision.reason)
+
+    def _read_scope(self, who: Principal, path: str) -> ReadScope:
+        validate_path(path)
+        scope, decision = read_scope(
+            self.policy,
+            who.roles,
+            path,
+            source=who.source,
+            now=self._now(),
+            path_limits=who.paths,
+        )
+        if scope is ReadScope.NONE:
+            raise Forbidden(decision.reason)
+        return scope
 
     @contextmanager
     def _write_tx(self) -> Iterator[Connection]:
@@ -87,7 +131,19 @@ class ServiceBase:
         self.cache.put(row.blob_key, body)
         return body
 
-    def get_version(self, who: Principal, path: str, seq: int) -> tuple[VersionView, bytes]:
+    def get_version(self, who: Principal, path: str, seq: int) -> VersionView:
+        """A version's metadata (needs ``history``)."""
+        self._authorize(who, Action.HISTORY, path)
+        view, _row = self._version_row(path, seq)
+        return view
+
+    def get_version_body(self, who: Principal, path: str, seq: int) -> tuple[VersionView, bytes]:
+        """A version's metadata and content (needs ``read``: it is the whole state)."""
+        self._authorize(who, Action.READ, path)
+        view, row = self._version_row(path, seq)
+        return view, self._load(path, row)
+
+    def _version_row(self, path: str, seq: int) -> tuple[VersionView, Row[Any]]:
         validate_path(path)
         with self._read_tx() as conn:
             state = repo.get_state(conn, path)
@@ -95,7 +151,7 @@ class ServiceBase:
         if state is None or row is None:
             raise NotFound(f"{path} has no version {seq}")
         current = state.current_seq if state.deleted_at is None else None
-        return version_view(row, current), self._load(path, row)
+        return version_view(row, current), row
 
     def _insert_version(
         self,

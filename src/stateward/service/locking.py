@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from stateward.actions import Action
 from stateward.errors import Locked, NotFound
 from stateward.globs import first_match
 from stateward.lockinfo import LockInfo, parse_lock_info
@@ -25,6 +26,7 @@ class LockOps(ServiceBase):
         lock row's primary key): two LOCKs can never both succeed, whatever the interleaving
         or the number of replicas.
         """
+        self._authorize(who, Action.LOCK, path)
         validate_path(path)
         info = parse_lock_info(body)
         with self._write_tx() as conn:
@@ -67,13 +69,18 @@ class LockOps(ServiceBase):
             raise Locked(f"{path} is locked by {holder or 'unknown'}", raw)
 
     def unlock(self, who: Principal, path: str, body: Body) -> None:
-        """Release the lock. An empty body is Terraform's force-unlock (no ID on the wire)."""
+        """Release the lock. An empty body is Terraform's force-unlock (no ID on the wire);
+        OpenTofu's force-unlock sends the ID with every other field empty. Both need the
+        ``force-unlock`` action; a holder's own UNLOCK (its full LockInfo) needs ``unlock``."""
+        info = None if not body.strip() else parse_lock_info(body)
+        force = info is None or not (info.operation or info.who or info.version)
+        self._authorize(who, Action.FORCE_UNLOCK if force else Action.UNLOCK, path)
         validate_path(path)
-        force = not body.strip()
-        info = None if force else parse_lock_info(body)
         with self._write_tx() as conn:
             if info is not None:
                 if repo.delete_lock(conn, path, info.id):
+                    if force:
+                        self._record(conn, who, "force-unlock", path, f"released lock {info.id}")
                     return
                 held = repo.get_lock(conn, path)
                 if held is None:
@@ -95,6 +102,7 @@ class LockOps(ServiceBase):
             )
 
     def get_lock(self, who: Principal, path: str) -> LockView | None:
+        self._authorize(who, Action.HISTORY, path)
         validate_path(path)
         with self._read_tx() as conn:
             row = repo.get_lock(conn, path)
@@ -102,17 +110,23 @@ class LockOps(ServiceBase):
 
     def get_lock_info(self, who: Principal, path: str) -> bytes | None:
         """The holder's raw LockInfo JSON (what Terraform expects to parse), or None."""
+        self._authorize(who, Action.READ, path)
         validate_path(path)
         with self._read_tx() as conn:
             row = repo.get_lock(conn, path)
         return None if row is None else bytes(row.info)
 
     def list_locks(self, who: Principal) -> list[LockView]:
+        """Held locks on the paths where ``who`` holds ``history`` (others are not shown)."""
         with self._read_tx() as conn:
-            return [self._lock_view(r) for r in repo.list_locks(conn)]
+            rows = repo.list_locks(conn)
+        return [
+            self._lock_view(r) for r in rows if self.decide(who, Action.HISTORY, r.path).allowed
+        ]
 
     def break_lock(self, who: Principal, path: str) -> LockView:
         """Administrative release of someone else's lock; always recorded."""
+        self._authorize(who, Action.ADMIN, path)
         validate_path(path)
         with self._write_tx() as conn:
             held = repo.get_lock(conn, path)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from stateward import globs
+from stateward.actions import Action
 from stateward.crypto import tokens as crypto
 from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
 from stateward.policy_model import ROLE_NAME_RE
@@ -136,6 +137,7 @@ class TokenOps(ServiceBase):
         expires_at: float | None = None,
     ) -> tuple[TokenView, crypto.TokenSecret]:
         """Create a token; the secret is returned here and never again."""
+        self._authorize(who, Action.ADMIN)
         validate_token_name(name)
         role_list = validate_roles(roles)
         if len(paths) > MAX_PATHS:
@@ -173,11 +175,13 @@ class TokenOps(ServiceBase):
         self._record(conn, who, "token-create", None, _describe(view) + note)
 
     def list_tokens(self, who: Principal) -> list[TokenView]:
+        self._authorize(who, Action.ADMIN)
         with self._read_tx() as conn:
             return [token_view(r) for r in tokens_repo.list_tokens(conn)]
 
     def revoke_token(self, who: Principal, name: str) -> TokenView:
         """Revoke ``name`` (effective on its next use). Revoking twice changes nothing."""
+        self._authorize(who, Action.ADMIN)
         validate_token_name(name)
         with self._write_tx() as conn:
             if tokens_repo.get_by_name(conn, name) is None:
@@ -211,6 +215,14 @@ class TokenOps(ServiceBase):
                 tokens_repo.touch(conn, row.id, now, LAST_USED_RESOLUTION)
             view = replace(view, last_used_at=now)
         return view
+
+    def record_auth_block(self, source: str, key: str, seconds: float, strike: int) -> None:
+        """Record that the throttle blocked an address or token name (no principal: the
+        requester is not authenticated). ``key`` holds no secret: names only."""
+        who = Principal(name="unauthenticated", source=source, kind="anonymous")
+        detail = f"blocked {key[:160]} for {seconds:.0f}s (strike {strike}) from {source[:64]}"
+        with self._write_tx() as conn:
+            self._record(conn, who, "auth-throttled", None, detail)
 
     def ensure_initial_admin_token(self, who: Principal) -> crypto.TokenSecret | None:
         """On a data dir without any token, create ``initial-admin`` and return its secret.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +14,10 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from stateward import statefile
-from stateward.errors import BadRequest, Conflict, Locked, TooLarge
+from stateward.actions import Action
+from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
 from stateward.paths import validate_path
+from stateward.policy import ReadScope, outputs_only
 from stateward.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.service.views import StoredState, WriteOutcome
@@ -47,14 +50,22 @@ class WriteOps(ServiceBase):
                 self.barrier.blobs.delete(blob.key)
 
     def read(self, who: Principal, path: str) -> StoredState | None:
-        """The current state at ``path``, or None if there is none (or it is soft-deleted)."""
+        """The current state at ``path``, or None if there is none (or it is soft-deleted).
+
+        A principal with ``read`` gets the stored bytes. One with only ``read-outputs`` (or
+        ``read-sensitive-outputs``) gets a valid state holding the outputs and no resources,
+        which is all ``terraform_remote_state`` needs.
+        """
+        scope = self._read_scope(who, path)
         validate_path(path)
         with self._read_tx() as conn:
             row = repo.current_version(conn, path)
         if row is None:
             return None
         body = self._load(path, row)
-        return StoredState(body, bytes.fromhex(row.md5), row.seq, row.serial)
+        if scope is ReadScope.FULL:
+            return StoredState(body, bytes.fromhex(row.md5), row.seq, row.serial)
+        return _outputs_view(path, body, row, scope is ReadScope.OUTPUTS_WITH_SENSITIVE)
 
     def write(
         self,
@@ -70,6 +81,7 @@ class WriteOps(ServiceBase):
         identical re-send of the current state is a success that creates nothing, which is
         what makes a retried POST idempotent.
         """
+        self._authorize(who, Action.WRITE, path)
         validate_path(path)
         limit = self.settings.max_body_bytes
         if len(body) > limit:
@@ -137,7 +149,9 @@ class WriteOps(ServiceBase):
         Refused while someone else holds the lock; the lineage/serial guards do not apply
         (going back is the point), but the lock does.
         """
-        view, body = self.get_version(who, path, seq)
+        self._authorize(who, Action.ROLLBACK, path)
+        view, row = self._version_row(path, seq)
+        body = self._load(path, row)
         summary = statefile.parse_state(body)
         with self._staged_blob(path, body) as blob:
             with self._write_tx() as conn:
@@ -170,6 +184,21 @@ class WriteOps(ServiceBase):
                 self._record(conn, who, "rollback", path, f"to seq={seq} as seq={outcome.seq}")
             blob.keep = True
         return outcome
+
+
+def _outputs_view(path: str, body: bytes, row: Row[Any], sensitive: bool) -> StoredState:
+    """The outputs-only rendering of a stored state (new bytes, so a new Content-MD5)."""
+    if row.client_encrypted:
+        raise Forbidden(
+            f"{path} is encrypted by its client: outputs-only reads need the read action"
+        )
+    try:
+        doc = json.loads(body)
+        view = outputs_only(doc, include_sensitive=sensitive)
+    except ValueError:
+        raise Forbidden(f"{path} cannot be reduced to its outputs; that needs read") from None
+    out = (json.dumps(view, indent=2) + "\n").encode()
+    return StoredState(out, hashlib.md5(out, usedforsecurity=False).digest(), row.seq, row.serial)
 
 
 def _check_lock_for_write(path: str, lock: Row[Any] | None, lock_id: str | None) -> None:

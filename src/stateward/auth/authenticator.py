@@ -5,8 +5,9 @@ endpoint and the JSON API cannot disagree about who is asking. The order is fixe
 
 1. parse the ``Authorization`` header (Basic: the password is the credential, the username is
    free text that may name the token; Bearer: the credential itself);
-2. refuse with 429 if the client address or the claimed token name is blocked by the throttle
-   -- *before* any hashing, so a blocked attacker costs almost nothing;
+2. refuse with 429 if the client address is blocked by the throttle -- *before* any hashing,
+   so a blocked attacker costs almost nothing; a blocked claimed token *name* refuses only
+   wrong credentials (names are not secret: a hard block would let anyone lock a team out);
 3. a JWT goes to the OIDC verifier, anything else to the token store;
 4. with no credential at all, a verified client certificate mapped in ``cert_principals`` is
    the principal; otherwise 401.
@@ -109,11 +110,15 @@ class Authenticator:
             return self._certificate(facts)
         name, secret = parsed
         keys: list[ThrottleKey] = [address_key(facts.source)]
-        if name:
-            keys.append(token_key(name))
         wait = self.throttle.check(keys)
         if wait is not None:
             raise Throttled("too many failed authentications; retry later", wait)
+        # A blocked token *name* refuses only wrong credentials: names are not secret, so
+        # refusing everyone who uses one would let anybody lock a CI pipeline out.
+        name_wait = None
+        if name:
+            keys.append(token_key(name))
+            name_wait = self.throttle.check(keys[1:])
         principal = self._verify(secret, facts)
         if principal is None:
             for block in self.throttle.record_failure(keys):
@@ -128,6 +133,8 @@ class Authenticator:
                     facts.source, f"{block.key[0]}={block.key[1]}", block.seconds, block.strike
                 )
             log.info("authentication failed from %s", facts.source)
+            if name_wait is not None:
+                raise Throttled("too many failed authentications; retry later", name_wait)
             raise Unauthorized(INVALID)
         self.throttle.record_success(keys)
         return principal

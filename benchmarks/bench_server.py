@@ -108,9 +108,14 @@ def connect(port: int, timeout: float = 300.0) -> http.client.HTTPConnection:
     return conn
 
 
+#: Authorization header per server port (stateward needs a token; the baselines ignore it).
+AUTH: dict[int, dict[str, str]] = {}
+
+
 def request(conn: http.client.HTTPConnection, method: str, url: str, body: bytes | None = None,
             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn.request(method, url, body=body, headers=headers or {})
+    auth = AUTH.get(conn.port or 0, {})
+    conn.request(method, url, body=body, headers={**auth, **(headers or {})})
     resp = conn.getresponse()
     return resp.status, resp.read()
 
@@ -371,6 +376,7 @@ class Server:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    token: str | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
@@ -385,6 +391,10 @@ class Server:
                 status, _ = request(conn, "GET", "/healthz")
                 conn.close()
                 if status == 200:
+                    token = re.search(r"^(swt_[A-Za-z0-9_-]{43})$", self.log.read_text(), re.M)
+                    if token:  # stateward's initial admin token, printed on first start
+                        self.token = token.group(1)
+                        AUTH[self.port] = {"Authorization": f"Bearer {self.token}"}
                     return self
             except OSError:
                 pass
@@ -535,10 +545,12 @@ terraform {
 """
 
 
-def terraform_env(home: Path) -> dict[str, str]:
+def terraform_env(home: Path, token: str | None = None) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     (home / "terraformrc").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "STATEWARD_"))}
+    if token:
+        env.update(TF_HTTP_USERNAME="bench", TF_HTTP_PASSWORD=token)
     env.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", HOME=str(home),
                TF_CLI_CONFIG_FILE=str(home / "terraformrc"))
     return env
@@ -556,7 +568,7 @@ def tf(args: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def bench_terraform(p: Params, root: Path, sw: Server, res: Results) -> None:
     err.print(f"[bold]1. terraform apply[/bold] ({p.tf_applies} timed applies per backend)")
-    env = terraform_env(root / "tf-home")
+    env = terraform_env(root / "tf-home", sw.token)
     local_dir = root / "tf-local"
     http_dir = root / "tf-http"
     for d in (local_dir, http_dir):

@@ -27,7 +27,7 @@ class Principal:
 
 def cli_principal() -> Principal:
     """The offline CLI. Whoever can run it on the data directory can read the token key and
-    the database files directly, so it acts as ``admin`` (deny rules still apply)."""
+    the database files directly, so it acts with the built-in ``admin`` role."""
     import getpass
 
     try:

@@ -73,7 +73,8 @@ def serve(
     if secret is not None:
         click.echo(
             "stateward: first start, created the token 'initial-admin' (role admin). It is "
-            "shown only now: store it, create narrower tokens with it, then revoke it.",
+            "shown only now: store it, create narrower tokens (stateward token create), "
+            "then revoke it (stateward token revoke initial-admin).",
             err=True,
         )
         click.echo(str(secret))
@@ -106,6 +107,9 @@ def serve(
         # parser-level 400 (httptools only knows a fixed list of methods).
         http=PeerCertH11Protocol if tls else "h11",
         server_header=False,
+        # uvicorn would otherwise trust X-Forwarded-For from loopback and rewrite the client
+        # address; stateward resolves proxies itself, only from trusted_proxies.
+        proxy_headers=False,
         h11_max_incomplete_event_size=64 * 1024,
         **tls_options,
     )

@@ -116,7 +116,10 @@ ACTION_TABLE: tuple[Operation, ...] = (
     Operation(_CLI, "stateward events", A.AUDIT, "with a PATH: that path; without: store-wide"),
     Operation(_CLI, "stateward gc", A.ADMIN, _STORE_WIDE),
     Operation(_CLI, "stateward token *", A.ADMIN, "credential management; " + _STORE_WIDE),
+    Operation(_CLI, "stateward keys *", A.ADMIN, "key rotation, rewrap, status; " + _STORE_WIDE),
 )
 
 #: Commands that touch no state and need no action: the operator's own process and config.
-NOT_STATE_OPERATIONS: frozenset[str] = frozenset({"stateward serve", "stateward policy check"})
+NOT_STATE_OPERATIONS: frozenset[str] = frozenset(
+    {"stateward serve", "stateward policy check", "stateward tofu *"}
+)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -22,11 +23,13 @@ from pydantic import (
     model_validator,
 )
 
-from stateward.auth.oidc import OidcIssuer
+from stateward.auth.oidc import OidcIssuer, RoleRef
+from stateward.crypto.providers.local import KeyfileConfig, PassphraseConfig
 from stateward.globs import validate_glob
 from stateward.policy import Role, RoleName
 
 ENV_PREFIX = "STATEWARD_"
+_PROVIDER_NAME_RE = re.compile(r"[a-z0-9._-]{1,64}")
 DEFAULT_MAX_BODY = 128 * 1024 * 1024
 
 
@@ -52,13 +55,30 @@ class LeaseRule(BaseModel):
     seconds: float = Field(gt=0)
 
 
+KeyProviderConfig = Annotated[KeyfileConfig | PassphraseConfig, Field(discriminator="type")]
+
+
+class EncryptionRule(BaseModel):
+    """Blobs of paths matching one of ``paths`` are encrypted under key provider ``provider``
+    (first matching rule wins; unmatched paths use the provider named ``default``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    paths: list[str] = Field(min_length=1, max_length=64)
+    provider: str = Field(min_length=1, max_length=64)
+
+    @field_validator("paths")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        return [validate_glob(g) for g in v]
+
+
 class CertPrincipal(BaseModel):
     """Map a verified client certificate (mutual TLS) to a principal with roles."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: The certificate subject's common name, compared exactly.
     subject_cn: str = Field(min_length=1, max_length=256)
-    roles: list[RoleName] = Field(min_length=1, max_length=32)
+    roles: list[RoleRef] = Field(min_length=1, max_length=32)  # built-in roles allowed
     #: Optional path globs the principal is restricted to (default: the roles' own grants).
     paths: list[str] = Field(default_factory=list, max_length=64)
 
@@ -104,7 +124,15 @@ class Settings(BaseModel):
     #: first for ``auth_block_seconds``, doubling on each repeat up to 15 minutes.
     auth_failure_limit: int = Field(default=10, ge=1, le=10_000)
     auth_failure_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    auth_block_seconds: float = Field(default=30.0, gt=0, le=3_600)
+    auth_block_seconds: float = Field(default=30.0, gt=0, le=900)
+    #: Key providers (``[key_providers.<name>]``); ``default`` is a key file in the data dir
+    #: unless configured. See docs/encryption.md.
+    key_providers: dict[str, KeyProviderConfig] = Field(default_factory=dict)
+    #: Which provider encrypts which paths (``[[encryption]]``), first match wins.
+    encryption: list[EncryptionRule] = Field(default_factory=list)
+    #: A data key is reused for at most this long and this many blobs of one path.
+    data_key_max_age_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    data_key_max_uses: int = Field(default=1000, ge=1, le=1_000_000)
 
     @field_validator("host")
     @classmethod
@@ -167,6 +195,17 @@ class Settings(BaseModel):
                 raise ValueError(f"{key}: {path} is not a regular file")
         return self
 
+    @model_validator(mode="after")
+    def _encryption_rules(self) -> Settings:
+        known = set(self.key_providers) | {"default"}
+        for rule in self.encryption:
+            if rule.provider not in known:
+                raise ValueError(f"encryption rule names unknown key provider {rule.provider!r}")
+        for name in self.key_providers:
+            if not _PROVIDER_NAME_RE.fullmatch(name):
+                raise ValueError(f"key provider name {name!r}: use 1-64 of a-z 0-9 . _ -")
+        return self
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "stateward.db"
@@ -185,7 +224,15 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == "STATEWARD_CONFIG":
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        non_scalar = ("lock_leases", "retention", "roles", "oidc_issuers", "cert_principals")
+        non_scalar = (
+            "lock_leases",
+            "retention",
+            "roles",
+            "oidc_issuers",
+            "cert_principals",
+            "key_providers",
+            "encryption",
+        )
         if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")
         out[key] = [p for p in value.split(",") if p] if key in _LIST_KEYS else value

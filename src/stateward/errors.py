@@ -52,4 +52,9 @@ class Locked(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """A dependency (store, key service) is not reachable; the request may pass later."""
+    """A dependency (store, key service) is not reachable or refuses; ``retry`` says whether
+    the request may pass later without an operator acting (then 503 carries Retry-After)."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry

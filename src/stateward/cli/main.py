@@ -8,11 +8,13 @@ import click
 
 from stateward import __version__
 from stateward.cli.context import CliContext
+from stateward.cli.keys import keys
 from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
 from stateward.cli.policy import policy
 from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
+from stateward.cli.tofu import tofu
 from stateward.cli.tokens import token
 from stateward.errors import ServiceError
 
@@ -47,9 +49,10 @@ def cli(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> 
     ctx.obj = CliContext(config_file, {"data_dir": data_dir})
 
 
-for command in (serve, locks, gc, events, token, *STATE_COMMANDS):
+for command in (serve, locks, gc, events, token, keys, *STATE_COMMANDS):
     cli.add_command(command)
 cli.add_command(policy)
+cli.add_command(tofu)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def error_headers(exc: ServiceError) -> dict[str, str] | None:
         return CHALLENGE
     if isinstance(exc, Throttled):
         return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable) and exc.retry:
         return {"Retry-After": RETRY_AFTER_SECONDS}
     return None
 

@@ -117,6 +117,7 @@ class AdminOps(ServiceBase):
             if self.is_protected_row(path, state.protected):
                 raise Forbidden(f"{path} is protected; purging it is refused")
             keys = maintenance.purge_path(conn, path)
+            self.barrier.keys.forget_path(path)  # crypto-shredding: no cached copy survives
             self._record(conn, who, "purge", path, f"removed {len(keys)} versions")
         maintenance.delete_blobs(self, keys)
         return len(keys)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from sqlalchemy.exc import OperationalError
 from stateward import statefile
 from stateward.actions import Action
 from stateward.config import Settings
-from stateward.crypto.barrier import Barrier, BlobCorrupt
+from stateward.crypto.barrier import Barrier, BlobCorrupt, KeyRef
+from stateward.crypto.providers.base import KeyDenied, KeyInvalid, KeyUnavailable
 from stateward.errors import Forbidden, NotFound, Unavailable
 from stateward.globs import glob_match
 from stateward.paths import validate_path
@@ -33,6 +35,7 @@ from stateward.storage import repo
 from stateward.storage.engine import READ_ONLY
 from stateward.types import Body
 
+log = logging.getLogger("stateward.service")
 CACHE_BYTES = 64 * 1024 * 1024
 CACHE_ENTRY = 4 * 1024 * 1024
 
@@ -110,6 +113,23 @@ class ServiceBase:
         except OperationalError as exc:
             raise Unavailable("metadata store is unavailable, retry later") from exc
 
+    @contextmanager
+    def _key_errors(self, path: str) -> Iterator[None]:
+        """Key provider failures as service errors: nothing is written, nothing is returned.
+        KeyInvalid (a wrapped key that does not unwrap) is tampering or a wrong key: logged as
+        an error and refused like a corrupt blob, never retried into a plaintext fallback."""
+        try:
+            yield
+        except KeyUnavailable as exc:
+            log.warning("key service unavailable for %s: %s", path, exc)
+            raise Unavailable(f"{exc}; retry later") from exc
+        except KeyDenied as exc:
+            log.error("key service refused for %s: %s", path, exc)
+            raise Unavailable(str(exc), retry=False) from exc
+        except KeyInvalid as exc:
+            log.error("data key of %s does not unwrap: %s", path, exc)
+            raise Unavailable(f"a stored data key of {path} does not unwrap", retry=False) from exc
+
     def _record(
         self, conn: Connection, who: Principal, action: str, path: str | None, detail: str = ""
     ) -> None:
@@ -121,11 +141,15 @@ class ServiceBase:
         if cached is not None:
             return cached
         try:
-            body = self.barrier.load(path, row.blob_key)
+            with self._key_errors(path):
+                body = self.barrier.load(path, row.blob_key)
         except FileNotFoundError as exc:
             raise Unavailable(f"stored blob for {path} version {row.seq} is missing") from exc
         except BlobCorrupt as exc:
-            raise Unavailable(f"stored blob for {path} version {row.seq} is unreadable") from exc
+            log.error("blob of %s version %s fails: %s", path, row.seq, exc)
+            raise Unavailable(
+                f"stored blob for {path} version {row.seq} is unreadable ({exc})"
+            ) from exc
         if hashlib.sha256(body).hexdigest() != row.sha256:
             raise Unavailable(f"stored blob for {path} version {row.seq} fails its checksum")
         self.cache.put(row.blob_key, body)
@@ -167,6 +191,7 @@ class ServiceBase:
         blob_key: str,
         stored_size: int,
         lock_id: str | None,
+        key_ref: KeyRef | None = None,
         kind: str = "write",
         source_seq: int | None = None,
     ) -> WriteOutcome:
@@ -198,6 +223,16 @@ class ServiceBase:
             kind=kind,
             source_seq=source_seq,
         )
+        if key_ref is not None:
+            repo.insert_blob_key(
+                conn,
+                blob_key=blob_key,
+                path=path,
+                provider=key_ref.provider,
+                kind=key_ref.kind,
+                key_id=key_ref.key_id,
+                key_version=key_ref.key_version,
+            )
         if ctx is not None:
             if ctx.override_next_write:
                 self._record(conn, who, "override-consumed", path, f"seq={seq}")

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
+from stateward.crypto.keyring import KeyRing
+from stateward.crypto.providers.base import KeyProvider
+from stateward.crypto.providers.local import (
+    KeyfileConfig,
+    KeyfileProvider,
+    PassphraseConfig,
+    PassphraseProvider,
+)
 from stateward.service.core import StateService
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.engine import init_schema, sqlite_engine
+
+log = logging.getLogger("stateward")
+
+
+def build_providers(settings: Settings) -> dict[str, KeyProvider]:
+    """Instantiate every configured key provider, plus the default key file if not configured.
+
+    Raises a provider error (KeyDenied) when a key cannot be loaded: the server must not start
+    without its keys."""
+    configs = dict(settings.key_providers)
+    configs.setdefault("default", KeyfileConfig(create=True))
+    providers: dict[str, KeyProvider] = {}
+    for name, config in configs.items():
+        if isinstance(config, KeyfileConfig):
+            path = config.path or settings.data_dir / "master.key"
+            providers[name] = KeyfileProvider(name, path, create=config.create)
+        elif isinstance(config, PassphraseConfig):
+            salt = settings.data_dir / "keys" / f"{name}.salt"
+            providers[name] = PassphraseProvider(name, config, salt)
+    return providers
+
+
+def key_beside_data(settings: Settings, providers: dict[str, KeyProvider]) -> list[str]:
+    """Key files stored inside the data directory (a copy of the directory holds the keys)."""
+    data = settings.data_dir.resolve()
+    out = []
+    for p in providers.values():
+        if isinstance(p, KeyfileProvider) and p.path.resolve().is_relative_to(data):
+            out.append(f"{p.name} ({p.path})")
+    return out
 
 
 def build_service(settings: Settings) -> StateService:
@@ -18,4 +57,13 @@ def build_service(settings: Settings) -> StateService:
     os.chmod(data_dir, 0o700)
     engine = sqlite_engine(settings.db_path)
     init_schema(engine)
-    return StateService(settings, engine, Barrier(FileBlobStore(settings.blob_dir)))
+    providers = build_providers(settings)
+    rules = [(glob, rule.provider) for rule in settings.encryption for glob in rule.paths]
+    keys = KeyRing(
+        providers,
+        rules,
+        "default",
+        max_age=settings.data_key_max_age_seconds,
+        max_uses=settings.data_key_max_uses,
+    )
+    return StateService(settings, engine, Barrier(FileBlobStore(settings.blob_dir), keys))

@@ -16,7 +16,7 @@ from stateward.globs import first_match
 from stateward.principal import Principal
 from stateward.service.views import MaintenanceReport
 from stateward.storage import repo
-from stateward.storage.schema import locks, states, versions
+from stateward.storage.schema import blob_keys, locks, states, versions
 
 if TYPE_CHECKING:
     from stateward.service.base import ServiceBase
@@ -27,6 +27,7 @@ DAY = 86400.0
 def purge_path(conn: Connection, path: str) -> list[str]:
     """Delete every row of ``path``; return the blob keys to remove after commit."""
     keys = list(conn.execute(select(versions.c.blob_key).where(versions.c.path == path)).scalars())
+    conn.execute(delete(blob_keys).where(blob_keys.c.path == path))
     conn.execute(delete(versions).where(versions.c.path == path))
     conn.execute(delete(locks).where(locks.c.path == path))
     conn.execute(delete(states).where(states.c.path == path))
@@ -73,6 +74,7 @@ def run(service: ServiceBase, who: Principal) -> MaintenanceReport:
             )
             if expired:
                 doomed.extend(purge_path(conn, st.path))
+                service.barrier.keys.forget_path(st.path)
                 repo.record_event(conn, now, who.name, "purge-expired", st.path)
                 purged += 1
                 continue

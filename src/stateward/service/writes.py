@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row
 
 from stateward import statefile
 from stateward.actions import Action
+from stateward.crypto.barrier import KeyRef
 from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
 from stateward.paths import validate_path
 from stateward.policy import ReadScope, outputs_only
@@ -33,6 +34,7 @@ PRECHECK_BYTES = 1024 * 1024
 class _StagedBlob:
     key: str
     size: int = 0
+    ref: KeyRef | None = None
     keep: bool = False
 
 
@@ -42,7 +44,9 @@ class WriteOps(ServiceBase):
         """Store the blob *before* the transaction that will point at it (DESIGN.md's
         invariant) and delete it again unless the caller marks it kept after the commit."""
         blob = _StagedBlob(uuid.uuid4().hex)
-        blob.size = self.barrier.store(path, blob.key, body)
+        with self._key_errors(path):
+            sealed = self.barrier.store(path, blob.key, body)
+        blob.size, blob.ref = len(sealed.data), sealed.key
         try:
             yield blob
         finally:
@@ -114,6 +118,7 @@ class WriteOps(ServiceBase):
                     blob.key,
                     blob.size,
                     lock_id,
+                    key_ref=blob.ref,
                 )
             blob.keep = True
         if len(body) <= self.cache.max_entry:
@@ -178,6 +183,7 @@ class WriteOps(ServiceBase):
                     blob.key,
                     blob.size,
                     lock_id,
+                    key_ref=blob.ref,
                     kind="rollback",
                     source_seq=seq,
                 )

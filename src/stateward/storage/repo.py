@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from stateward.storage.schema import events, locks, schema_info, states, versions
+from stateward.storage.schema import blob_keys, events, locks, schema_info, states, versions
 
 
 def get_state(conn: Connection, path: str) -> Row[Any] | None:
@@ -126,7 +126,12 @@ def advance_state(conn: Connection, path: str, seq: int, now: float) -> None:
 
 
 def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:
+    """Remove versions and their key references (the wrapped keys go with the blobs)."""
     if seqs:
+        doomed = select(versions.c.blob_key).where(
+            versions.c.path == path, versions.c.seq.in_(seqs)
+        )
+        conn.execute(delete(blob_keys).where(blob_keys.c.blob_key.in_(doomed)))
         conn.execute(delete(versions).where(versions.c.path == path, versions.c.seq.in_(seqs)))
 
 
@@ -204,3 +209,10 @@ def paths_with_versions(conn: Connection) -> Sequence[Any]:
 
 def ping(conn: Connection) -> None:
     conn.execute(select(func.count()).select_from(schema_info)).scalar_one()
+
+
+def insert_blob_key(conn: Connection, **values: Any) -> None:
+    conn.execute(_INSERT_BLOB_KEY, values)
+
+
+_INSERT_BLOB_KEY = insert(blob_keys)

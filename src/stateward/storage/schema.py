@@ -63,6 +63,21 @@ versions = Table(
 )
 Index("ix_versions_path_created", versions.c.path, versions.c.created_at)
 
+#: Which key protects each version's blob (metadata only, never key material): lets
+#: ``keys status`` count references per key version and ``keys rewrap`` find what to move.
+#: Versions without a row are unencrypted blobs of an earlier release.
+blob_keys = Table(
+    "blob_keys",
+    metadata,
+    Column("blob_key", String(128), ForeignKey("versions.blob_key"), primary_key=True),
+    Column("path", String(256), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("key_id", String(512), nullable=False),
+    Column("key_version", String(128), nullable=False),
+)
+Index("ix_blob_keys_provider", blob_keys.c.provider, blob_keys.c.key_version)
+
 #: At most one row per path: the primary key is what makes LOCK a compare-and-set.
 locks = Table(
     "locks",

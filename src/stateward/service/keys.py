@@ -1,0 +1,213 @@
+"""Key management: status, rotation and rewrap of the data keys protecting stored blobs.
+
+Rotation starts using a new KEK version for new data keys; ``rewrap`` then moves every stored
+data key onto the current version of the provider that now governs its path, so old KEK
+versions become unreferenced and can be retired. A rewrap changes only a blob's key header
+(the ciphertext stays), except when a path moved to a *different* provider or its blob is an
+unencrypted blob of an earlier release: then the blob is re-encrypted under a fresh data key.
+The blob is replaced atomically under the same key and its key reference updated afterwards,
+so an interrupted rewrap just resumes: the work list is computed from the references.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from stateward.actions import Action
+from stateward.crypto.barrier import (
+    FORMAT_SEALED,
+    BlobCorrupt,
+    KeyRef,
+    parse_header,
+    rewrap_blob,
+)
+from stateward.crypto.keyring import context_for
+from stateward.crypto.providers.local import KeyfileProvider
+from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
+from stateward.principal import Principal
+from stateward.service.base import ServiceBase
+from stateward.storage import repo
+from stateward.storage.schema import blob_keys, versions
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    name: str
+    kind: str
+    current_version: str
+    #: key version -> number of stored blobs whose data key it wraps
+    references: dict[str, int]
+    #: versions the provider still holds (key files only); unreferenced old ones may be retired
+    versions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "current_version": self.current_version,
+            "references": self.references,
+            "versions": self.versions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    providers: list[ProviderStatus]
+    #: blobs stored unencrypted by an earlier release (``keys rewrap`` encrypts them)
+    unencrypted: int
+    #: blobs whose key is not the current version of the provider governing their path
+    stale: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "providers": [p.to_dict() for p in self.providers],
+            "unencrypted": self.unencrypted,
+            "stale": self.stale,
+        }
+
+
+Progress = Callable[[int, int], None]
+
+
+class KeyOps(ServiceBase):
+    def key_status(self, who: Principal) -> KeyStatus:
+        self._authorize(who, Action.ADMIN)
+        refs: Counter[tuple[str, str]] = Counter()
+        with self._read_tx() as conn:
+            rows = conn.execute(select(blob_keys.c.provider, blob_keys.c.key_version)).all()
+            total = conn.execute(select(versions.c.blob_key)).all()
+        for row in rows:
+            refs[(row.provider, row.key_version)] += 1
+        keyring = self.barrier.keys
+        out = []
+        for name in sorted(set(keyring.providers) | {p for p, _ in refs}):
+            provider = keyring.providers.get(name)
+            held = provider.versions() if isinstance(provider, KeyfileProvider) else []
+            out.append(
+                ProviderStatus(
+                    name=name,
+                    kind=provider.kind if provider is not None else "(not configured)",
+                    current_version=provider.current_version() if provider is not None else "",
+                    references={v: n for (p, v), n in sorted(refs.items()) if p == name},
+                    versions=held,
+                )
+            )
+        return KeyStatus(out, len(total) - len(rows), len(self._rewrap_work()))
+
+    def rotate_key(self, who: Principal, provider_name: str) -> str:
+        """Start a new KEK version for new data keys (key files; KMS keys rotate in the KMS)."""
+        self._authorize(who, Action.ADMIN)
+        provider = self.barrier.keys.providers.get(provider_name)
+        if provider is None:
+            raise NotFound(f"no key provider named {provider_name}")
+        if not isinstance(provider, KeyfileProvider):
+            raise BadRequest(
+                f"key provider {provider_name} ({provider.kind}) rotates in its key service or "
+                "configuration; run 'stateward keys rewrap' after rotating it there"
+            )
+        version = provider.rotate()
+        self.barrier.keys.clear()
+        with self._write_tx() as conn:
+            self._record(conn, who, "key-rotate", None, f"provider={provider_name} v={version}")
+        return version
+
+    def retire_key(self, who: Principal, provider_name: str, version: str) -> None:
+        """Remove an old key-file version once no stored data key references it."""
+        self._authorize(who, Action.ADMIN)
+        provider = self.barrier.keys.providers.get(provider_name)
+        if not isinstance(provider, KeyfileProvider):
+            raise BadRequest(f"{provider_name} is not a key-file provider")
+        with self._read_tx() as conn:
+            used = conn.execute(
+                select(blob_keys.c.blob_key).where(
+                    blob_keys.c.provider == provider_name, blob_keys.c.key_version == version
+                )
+            ).first()
+        if used is not None:
+            raise Conflict(f"key version {version} still protects stored data; rewrap first")
+        provider.retire(version)
+        with self._write_tx() as conn:
+            self._record(conn, who, "key-retire", None, f"provider={provider_name} v={version}")
+
+    def _rewrap_work(self) -> list[tuple[str, str, int]]:
+        """(blob key, path, seq) of every blob not under its path's current key."""
+        keyring = self.barrier.keys
+        with self._read_tx() as conn:
+            rows = conn.execute(
+                select(
+                    versions.c.blob_key,
+                    versions.c.path,
+                    versions.c.seq,
+                    blob_keys.c.provider,
+                    blob_keys.c.key_version,
+                )
+                .select_from(versions.outerjoin(blob_keys))
+                .order_by(versions.c.id)
+            ).all()
+        work = []
+        for r in rows:
+            target = keyring.provider_for(r.path)
+            if r.provider != target.name or r.key_version != target.current_version():
+                work.append((r.blob_key, r.path, r.seq))
+        return work
+
+    def rewrap(self, who: Principal, progress: Progress | None = None) -> int:
+        """Move every stored data key onto its path's current KEK; returns blobs changed."""
+        self._authorize(who, Action.ADMIN)
+        work = self._rewrap_work()
+        done = 0
+        for blob_key, path, seq in work:
+            with self._key_errors(path):
+                ref = self._rewrap_one(blob_key, path, seq)
+            with self._write_tx() as conn:
+                conn.execute(delete(blob_keys).where(blob_keys.c.blob_key == blob_key))
+                if conn.execute(
+                    select(versions.c.blob_key).where(versions.c.blob_key == blob_key)
+                ).first():  # still there (not purged meanwhile)
+                    repo.insert_blob_key(
+                        conn,
+                        blob_key=blob_key,
+                        path=path,
+                        provider=ref.provider,
+                        kind=ref.kind,
+                        key_id=ref.key_id,
+                        key_version=ref.key_version,
+                    )
+            self.cache.discard(blob_key)
+            done += 1
+            if progress is not None:
+                progress(done, len(work))
+        with self._write_tx() as conn:
+            self._record(conn, who, "key-rewrap", None, f"rewrapped {done} blobs")
+        return done
+
+    def _rewrap_one(self, blob_key: str, path: str, seq: int) -> KeyRef:
+        store = self.barrier.blobs
+        try:
+            blob = store.get(blob_key)
+        except FileNotFoundError:
+            raise Unavailable(f"stored blob for {path} version {seq} is missing") from None
+        target = self.barrier.keys.provider_for(path)
+        try:
+            if len(blob) > 3 and blob[3] == FORMAT_SEALED:
+                ref, wrapped, _ = parse_header(blob)
+                if ref.provider == target.name:
+                    new = target.rewrap(wrapped, context_for(path))
+                    out = KeyRef(target.name, target.kind, new.key_id, new.key_version)
+                    store.put(blob_key, rewrap_blob(blob, out, new.wrapped))
+                    return out
+            body = self.barrier.open(path, blob_key, blob)  # other provider or unencrypted
+        except BlobCorrupt as exc:
+            raise Unavailable(
+                f"stored blob for {path} version {seq} is unreadable ({exc})"
+            ) from exc
+        dk = target.generate(context_for(path))
+        sealed = self.barrier.seal_with(path, blob_key, body, target, dk.plaintext, dk.wrapped,
+                                        dk.key_id, dk.key_version)  # fmt: skip
+        store.put(blob_key, sealed.data)
+        return sealed.key

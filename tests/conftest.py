@@ -11,6 +11,8 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from tests.support import TERRAFORM_111, ServerProcess, terraform_015
 
+pytest_plugins = ["tests.aws"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

@@ -429,3 +429,84 @@ def test_database_holds_no_state_content(svc: StateService) -> None:
     dump = "\n".join(db.iterdump()).encode()
     db.close()
     assert MARKER not in dump
+
+
+# -- OpenTofu client-side encryption required by policy -------------------------------------
+
+
+def test_client_encryption_policy(tmp_path: Path) -> None:
+    import re
+
+    from stateward.config import ClientEncryptionRule
+    from stateward.errors import Conflict, Forbidden
+    from tests.support import TOFU_ENCRYPTED, TOFU_LINEAGE
+
+    rules = [
+        ClientEncryptionRule(paths=["kms/**"], key_providers=["aws_kms"]),
+        ClientEncryptionRule(paths=["prod/**"]),
+    ]
+    svc = build_service(Settings(data_dir=tmp_path / "d", client_encryption=rules))
+    try:
+        with pytest.raises(Forbidden, match="requires OpenTofu client-side encryption"):
+            svc.write(ADMIN, "prod/net", secret_state())
+        assert svc.write(ADMIN, "prod/net", TOFU_ENCRYPTED).created
+        with pytest.raises(
+            Forbidden, match="allows only key providers aws_kms; this state uses pbkdf2"
+        ):
+            svc.write(ADMIN, "kms/net", TOFU_ENCRYPTED)
+        # the clear serial/lineage of an encrypted upload still feed the guards
+        stale = re.sub(rb'"serial":3', b'"serial":2', TOFU_ENCRYPTED)
+        with pytest.raises(Conflict, match="stale write"):
+            svc.write(ADMIN, "prod/net", stale)
+        other = TOFU_ENCRYPTED.replace(
+            TOFU_LINEAGE.encode(), b"00000000-0000-0000-0000-000000000000"
+        )
+        with pytest.raises(Conflict, match="lineage mismatch"):
+            svc.write(ADMIN, "prod/net", other.replace(b'"serial":3', b'"serial":4'))
+        assert svc.write(ADMIN, "dev/net", secret_state()).created  # no rule: plaintext is fine
+        assert [v.seq for v in svc.history(ADMIN, "prod/net")] == [1]
+    finally:
+        svc.engine.dispose()
+
+
+def test_export_as_opentofu_encrypted_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import TOFU_ENCRYPTED
+
+    data = tmp_path / "d"
+    svc = build_service(Settings(data_dir=data))
+    plain = secret_state()
+    svc.write(ADMIN, "team/net/prod", plain)
+    svc.write(ADMIN, "team/enc/prod", TOFU_ENCRYPTED)
+    svc.write(ADMIN, "other/x", secret_state())
+    svc.engine.dispose()
+    cfg = tmp_path / "enc.toml"
+    cfg.write_text(
+        '[key_provider.pbkdf2.main]\npassphrase_env = "EXPORT_PASS"\niterations = 200000\n'
+        '[method.aes_gcm.m]\nkeys = "key_provider.pbkdf2.main"\n'
+        '[state]\nmethod = "method.aes_gcm.m"\n'
+    )
+    env = {**os.environ, "EXPORT_PASS": "export passphrase 1234"}
+    env = {k: v for k, v in env.items() if not k.startswith("STATEWARD_")}
+    out = tmp_path / "out"
+
+    def sw(*args: str) -> subprocess.CompletedProcess[bytes]:
+        cmd = [sys.executable, "-m", "stateward", "--data-dir", str(data), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+
+    r = sw("export", str(out), "--path", "team/**", "--tofu-config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    exported = out / "team/net/prod/terraform.tfstate"
+    assert (
+        MARKER not in exported.read_bytes()
+        and b'"encryption_version":"v0"' in exported.read_bytes()
+    )
+    assert (out / "team/enc/prod/terraform.tfstate").read_bytes() == TOFU_ENCRYPTED
+    assert not (out / "other").exists()
+    assert exported.stat().st_mode & 0o777 == 0o600
+    r = sw("tofu", "decrypt", "--config", str(cfg), str(exported))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain
+    assert sw("export", str(out)).returncode != 0  # neither a config nor --plaintext

@@ -116,6 +116,7 @@ ACTION_TABLE: tuple[Operation, ...] = (
     Operation(_CLI, "stateward events", A.AUDIT, "with a PATH: that path; without: store-wide"),
     Operation(_CLI, "stateward gc", A.ADMIN, _STORE_WIDE),
     Operation(_CLI, "stateward token *", A.ADMIN, "credential management; " + _STORE_WIDE),
+    Operation(_CLI, "stateward export", A.READ, "per path; paths without read are skipped"),
     Operation(_CLI, "stateward keys *", A.ADMIN, "key rotation, rewrap, status; " + _STORE_WIDE),
 )
 

@@ -24,7 +24,10 @@ from pydantic import (
 )
 
 from stateward.auth.oidc import OidcIssuer, RoleRef
+from stateward.crypto.providers.aws_kms import AwsKmsConfig
+from stateward.crypto.providers.gcp_kms import GcpKmsConfig
 from stateward.crypto.providers.local import KeyfileConfig, PassphraseConfig
+from stateward.crypto.providers.vault_transit import VaultTransitConfig
 from stateward.globs import validate_glob
 from stateward.policy import Role, RoleName
 
@@ -55,7 +58,10 @@ class LeaseRule(BaseModel):
     seconds: float = Field(gt=0)
 
 
-KeyProviderConfig = Annotated[KeyfileConfig | PassphraseConfig, Field(discriminator="type")]
+KeyProviderConfig = Annotated[
+    KeyfileConfig | PassphraseConfig | AwsKmsConfig | VaultTransitConfig | GcpKmsConfig,
+    Field(discriminator="type"),
+]
 
 
 class EncryptionRule(BaseModel):
@@ -65,6 +71,20 @@ class EncryptionRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     paths: list[str] = Field(min_length=1, max_length=64)
     provider: str = Field(min_length=1, max_length=64)
+
+    @field_validator("paths")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        return [validate_glob(g) for g in v]
+
+
+class ClientEncryptionRule(BaseModel):
+    """Uploads to paths matching ``paths`` must be OpenTofu client-encrypted, optionally with
+    one of the named OpenTofu key provider types (``pbkdf2``, ``aws_kms``, ``openbao`` ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    paths: list[str] = Field(min_length=1, max_length=64)
+    key_providers: list[str] = Field(default_factory=list, max_length=16)
 
     @field_validator("paths")
     @classmethod
@@ -130,6 +150,8 @@ class Settings(BaseModel):
     key_providers: dict[str, KeyProviderConfig] = Field(default_factory=dict)
     #: Which provider encrypts which paths (``[[encryption]]``), first match wins.
     encryption: list[EncryptionRule] = Field(default_factory=list)
+    #: Paths whose uploads must be client-encrypted by OpenTofu (``[[client_encryption]]``).
+    client_encryption: list[ClientEncryptionRule] = Field(default_factory=list)
     #: A data key is reused for at most this long and this many blobs of one path.
     data_key_max_age_seconds: float = Field(default=300.0, ge=0, le=86_400)
     data_key_max_uses: int = Field(default=1000, ge=1, le=1_000_000)
@@ -232,6 +254,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
             "cert_principals",
             "key_providers",
             "encryption",
+            "client_encryption",
         )
         if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")

@@ -29,6 +29,10 @@ class StateSummary:
     resource_count: int
     output_count: int
     client_encrypted: bool
+    #: OpenTofu key provider types named by an encrypted state's ``meta`` keys
+    #: (``key_provider.<type>.<name>``); an ``encrypted_metadata_alias`` hides the type and
+    #: shows as ``alias``. Empty for plaintext states.
+    client_key_providers: tuple[str, ...] = ()
 
 
 class _Output(msgspec.Struct):
@@ -76,7 +80,10 @@ def parse_state(body: Body) -> StateSummary:
             raise BadRequest("client-encrypted state has an unsupported 'encryption_version'")
         if not isinstance(env.encrypted_data, str) or not isinstance(env.meta, dict):
             raise BadRequest("client-encrypted state needs 'encrypted_data' and 'meta'")
-        return StateSummary(serial, lineage, "", 0, 0, client_encrypted=True)
+        return StateSummary(
+            serial, lineage, "", 0, 0, client_encrypted=True,
+            client_key_providers=_meta_providers(env.meta),
+        )  # fmt: skip
     if env.version not in SUPPORTED_VERSIONS or isinstance(env.version, bool):
         raise BadRequest("state 'version' must be 4 (Terraform >= 0.12, OpenTofu)")
     tf_version = env.terraform_version
@@ -90,6 +97,14 @@ def parse_state(body: Body) -> StateSummary:
         output_count=len(env.outputs),
         client_encrypted=False,
     )
+
+
+def _meta_providers(meta: dict[Any, Any]) -> tuple[str, ...]:
+    kinds = set()
+    for key in list(meta)[:64]:
+        parts = key.split(".") if isinstance(key, str) else []
+        kinds.add(parts[1] if len(parts) == 3 and parts[0] == "key_provider" else "alias")
+    return tuple(sorted(kinds))
 
 
 def _field_error(exc: msgspec.ValidationError) -> str:

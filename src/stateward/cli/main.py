@@ -8,6 +8,7 @@ import click
 
 from stateward import __version__
 from stateward.cli.context import CliContext
+from stateward.cli.export import export
 from stateward.cli.keys import keys
 from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
@@ -53,6 +54,7 @@ for command in (serve, locks, gc, events, token, keys, *STATE_COMMANDS):
     cli.add_command(command)
 cli.add_command(policy)
 cli.add_command(tofu)
+cli.add_command(export)
 
 
 def main() -> None:

@@ -8,13 +8,16 @@ import os
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
 from stateward.crypto.keyring import KeyRing
+from stateward.crypto.providers.aws_kms import AwsKmsConfig, AwsKmsProvider
 from stateward.crypto.providers.base import KeyProvider
+from stateward.crypto.providers.gcp_kms import GcpKmsProvider
 from stateward.crypto.providers.local import (
     KeyfileConfig,
     KeyfileProvider,
     PassphraseConfig,
     PassphraseProvider,
 )
+from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
 from stateward.service.core import StateService
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.engine import init_schema, sqlite_engine
@@ -37,6 +40,12 @@ def build_providers(settings: Settings) -> dict[str, KeyProvider]:
         elif isinstance(config, PassphraseConfig):
             salt = settings.data_dir / "keys" / f"{name}.salt"
             providers[name] = PassphraseProvider(name, config, salt)
+        elif isinstance(config, AwsKmsConfig):
+            providers[name] = AwsKmsProvider(name, config)
+        elif isinstance(config, VaultTransitConfig):
+            providers[name] = VaultTransitProvider(name, config)
+        else:
+            providers[name] = GcpKmsProvider(name, config)
     return providers
 
 

@@ -17,6 +17,7 @@ from stateward import statefile
 from stateward.actions import Action
 from stateward.crypto.barrier import KeyRef
 from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
+from stateward.globs import glob_match
 from stateward.paths import validate_path
 from stateward.policy import ReadScope, outputs_only
 from stateward.principal import Principal
@@ -52,6 +53,27 @@ class WriteOps(ServiceBase):
         finally:
             if not blob.keep:
                 self.barrier.blobs.delete(blob.key)
+
+    def _check_client_encryption(self, path: str, summary: statefile.StateSummary) -> None:
+        """``[[client_encryption]]``: refuse what the path's policy does not allow."""
+        for rule in self.settings.client_encryption:
+            if not any(glob_match(g, path) for g in rule.paths):
+                continue
+            where = ", ".join(rule.paths)
+            if not summary.client_encrypted:
+                raise Forbidden(
+                    f"client_encryption policy for {where} requires OpenTofu client-side "
+                    f"encryption; refusing a plaintext state for {path}"
+                )
+            allowed = set(rule.key_providers)
+            used = set(summary.client_key_providers)
+            if allowed and (not used or not used <= allowed):
+                raise Forbidden(
+                    f"client_encryption policy for {where} allows only key providers "
+                    f"{', '.join(sorted(allowed))}; this state uses "
+                    f"{', '.join(sorted(used)) or 'none'}"
+                )
+            return
 
     def read(self, who: Principal, path: str) -> StoredState | None:
         """The current state at ``path``, or None if there is none (or it is soft-deleted).
@@ -94,6 +116,7 @@ class WriteOps(ServiceBase):
         if content_md5 is not None and not hmac.compare_digest(md5, content_md5):
             raise BadRequest("Content-MD5 does not match the body; the upload was corrupted")
         summary = statefile.parse_state(body)
+        self._check_client_encryption(path, summary)
         sha = hashlib.sha256(body).hexdigest()
         if len(body) >= PRECHECK_BYTES:
             with self._read_tx() as conn:
@@ -158,6 +181,7 @@ class WriteOps(ServiceBase):
         view, row = self._version_row(path, seq)
         body = self._load(path, row)
         summary = statefile.parse_state(body)
+        self._check_client_encryption(path, summary)
         with self._staged_blob(path, body) as blob:
             with self._write_tx() as conn:
                 held = repo.get_lock(conn, path)

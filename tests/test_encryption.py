@@ -510,3 +510,21 @@ def test_export_as_opentofu_encrypted_files(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == plain
     assert sw("export", str(out)).returncode != 0  # neither a config nor --plaintext
+
+
+def test_serve_warns_when_the_key_lives_beside_the_data(tmp_path: Path) -> None:
+    from tests.support import ServerProcess
+
+    warning = b"keeps its key inside the data directory"
+    srv = ServerProcess(tmp_path / "beside").start()
+    srv.stop()
+    assert srv.log_path is not None and warning in srv.log_path.read_bytes()
+    cfg = tmp_path / "elsewhere.toml"
+    cfg.write_text(
+        f'[key_providers.default]\ntype = "keyfile"\npath = "{tmp_path / "keys" / "m.key"}"\n'
+        "create = true\n"
+    )
+    srv = ServerProcess(tmp_path / "apart", config=cfg).start()
+    srv.stop()
+    assert srv.log_path is not None and warning not in srv.log_path.read_bytes()
+    assert (tmp_path / "keys" / "m.key").stat().st_mode & 0o777 == 0o600

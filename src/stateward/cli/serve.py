@@ -50,9 +50,10 @@ def serve(
     """Run the state server."""
     import uvicorn
 
+    from stateward.crypto.providers.base import KeyProviderError
     from stateward.http.app import create_app
     from stateward.http.tls import PeerCertH11Protocol, TlsConfig
-    from stateward.service.factory import build_service
+    from stateward.service.factory import build_service, key_beside_data
 
     settings = obj.settings(
         data_dir=data_dir or obj.flags.get("data_dir"),
@@ -63,7 +64,17 @@ def serve(
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
     )
-    service = build_service(settings)
+    try:
+        service = build_service(settings)
+    except KeyProviderError as exc:  # a key that cannot be loaded: do not serve
+        raise click.ClickException(str(exc)) from None
+    for where in key_beside_data(settings, service.barrier.keys.providers):
+        click.echo(
+            f"stateward: WARNING: key provider {where} keeps its key inside the data directory; "
+            "a copy of the directory can decrypt every state. Configure a key file elsewhere, "
+            "a passphrase or a KMS (docs/encryption.md).",
+            err=True,
+        )
     # A damaged or exposed token key stops the server before it accepts a request.
     try:
         service.load_token_key()

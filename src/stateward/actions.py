@@ -100,6 +100,8 @@ ACTION_TABLE: tuple[Operation, ...] = (
     Operation(_API, "GET /api/v1/events?path=<path>", A.AUDIT),
     Operation(_API, "GET /api/v1/events", A.AUDIT, _STORE_WIDE),
     Operation(_API, "POST /api/v1/maintenance", A.ADMIN, _STORE_WIDE),
+    Operation(_API, "GET /api/v1/alerts", A.AUDIT, _STORE_WIDE),
+    Operation(_API, "POST /api/v1/alerts/ack", A.AUDIT, "acknowledging alerts; " + _STORE_WIDE),
     Operation(_CLI, "stateward list", A.READ_OUTPUTS, "filtered like GET /api/v1/states"),
     Operation(_CLI, "stateward show", A.HISTORY),
     Operation(_CLI, "stateward pull", A.READ, "current version or --version N"),
@@ -116,8 +118,10 @@ ACTION_TABLE: tuple[Operation, ...] = (
     Operation(_CLI, "stateward events", A.AUDIT, "with a PATH: that path; without: store-wide"),
     Operation(_CLI, "stateward gc", A.ADMIN, _STORE_WIDE),
     Operation(_CLI, "stateward token *", A.ADMIN, "credential management; " + _STORE_WIDE),
+    Operation(_CLI, "stateward audit *", A.AUDIT, "verify, export, tail, report; " + _STORE_WIDE),
     Operation(_CLI, "stateward export", A.READ, "per path; paths without read are skipped"),
     Operation(_CLI, "stateward keys *", A.ADMIN, "key rotation, rewrap, status; " + _STORE_WIDE),
+    Operation(_CLI, "stateward alerts *", A.AUDIT, "list, ack; " + _STORE_WIDE),
 )
 
 #: Commands that touch no state and need no action: the operator's own process and config.

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from stateward.alerts.rules import AlertRules, WebhookConfig
+from stateward.audit.sinks import SinkConfig
 from stateward.auth.oidc import OidcIssuer, RoleRef
 from stateward.crypto.providers.aws_kms import AwsKmsConfig
 from stateward.crypto.providers.gcp_kms import GcpKmsConfig
@@ -150,11 +152,26 @@ class Settings(BaseModel):
     key_providers: dict[str, KeyProviderConfig] = Field(default_factory=dict)
     #: Which provider encrypts which paths (``[[encryption]]``), first match wins.
     encryption: list[EncryptionRule] = Field(default_factory=list)
+    #: Where the audit trail is shipped (``[[audit_sinks]]``: JSON-lines file, syslog).
+    audit_sinks: list[SinkConfig] = Field(default_factory=list, max_length=16)
     #: Paths whose uploads must be client-encrypted by OpenTofu (``[[client_encryption]]``).
     client_encryption: list[ClientEncryptionRule] = Field(default_factory=list)
     #: A data key is reused for at most this long and this many blobs of one path.
     data_key_max_age_seconds: float = Field(default=300.0, ge=0, le=86_400)
     data_key_max_uses: int = Field(default=1000, ge=1, le=1_000_000)
+    # -- observability (docs/observability.md) --
+    #: ``text`` (for people) or ``json`` (one object per line, for log pipelines).
+    log_format: Literal["text", "json"] = "text"
+    #: Serve ``/metrics`` without authentication (only for a scraper on a private network);
+    #: by default it needs a credential allowed ``audit`` on the whole store.
+    metrics_public: bool = False
+    # -- alerts (docs/alerts.md) --
+    #: Rules raising alerts from the audit trail (``[[alert_rules]]``), file only.
+    alert_rules: AlertRules = Field(default_factory=list, max_length=64)
+    #: Where alerts are POSTed, signed (``[[alert_webhooks]]``), file only.
+    alert_webhooks: list[WebhookConfig] = Field(default_factory=list, max_length=16)
+    #: How often the audit followers (SIEM sinks, alert rules) look for new records.
+    audit_follow_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
     @field_validator("host")
     @classmethod
@@ -255,6 +272,9 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
             "key_providers",
             "encryption",
             "client_encryption",
+            "audit_sinks",
+            "alert_rules",
+            "alert_webhooks",
         )
         if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")

@@ -24,6 +24,7 @@ import binascii
 import logging
 from dataclasses import dataclass
 
+from stateward import metrics
 from stateward.auth.oidc import OidcUnavailable, OidcVerifier, looks_like_jwt
 from stateward.auth.throttle import FailureThrottle, ThrottleKey, address_key, token_key
 from stateward.config import Settings
@@ -146,6 +147,7 @@ class Authenticator:
             try:
                 identity = self.oidc.verify(secret)
             except OidcUnavailable:
+                metrics.auth_failed("issuer-unavailable")
                 raise Unavailable(
                     "the CI token issuer's keys cannot be fetched; retry later"
                 ) from None

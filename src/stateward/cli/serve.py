@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import sys
 from pathlib import Path
@@ -36,6 +37,11 @@ from stateward.principal import cli_principal
     type=click.Path(dir_okay=False, path_type=Path),
     help="Require client certificates signed by this CA (mutual TLS).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines for people (text) or one JSON object per line (json).",
+)
 @pass_ctx
 def serve(
     obj: CliContext,
@@ -46,13 +52,16 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    log_format: str | None,
 ) -> None:
     """Run the state server."""
     import uvicorn
 
+    from stateward.alerts.webhook import WebhookConfigError, load_secret
     from stateward.crypto.providers.base import KeyProviderError
     from stateward.http.app import create_app
     from stateward.http.tls import PeerCertH11Protocol, TlsConfig
+    from stateward.logs import configure as configure_logging
     from stateward.service.factory import build_service, key_beside_data
 
     settings = obj.settings(
@@ -63,17 +72,29 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        log_format=log_format,
     )
+    # Logging first, so start-up messages are formatted too (docs/observability.md).
+    try:
+        log_config = configure_logging(settings.log_format, settings.log_level)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         service = build_service(settings)
     except KeyProviderError as exc:  # a key that cannot be loaded: do not serve
         raise click.ClickException(str(exc)) from None
+    for hook in settings.alert_webhooks:  # a webhook secret that cannot be loaded: neither
+        try:
+            load_secret(hook, os.environ)
+        except WebhookConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     for where in key_beside_data(settings, service.barrier.keys.providers):
-        click.echo(
+        _notice(
+            settings.log_format,
+            logging.WARNING,
             f"stateward: WARNING: key provider {where} keeps its key inside the data directory; "
             "a copy of the directory can decrypt every state. Configure a key file elsewhere, "
             "a passphrase or a KMS (docs/encryption.md).",
-            err=True,
         )
     # A damaged or exposed token key stops the server before it accepts a request.
     try:
@@ -82,23 +103,24 @@ def serve(
         raise click.ClickException(str(exc)) from None
     secret = service.ensure_initial_admin_token(cli_principal())
     if secret is not None:
-        click.echo(
+        _notice(
+            settings.log_format,
+            logging.WARNING,
             "stateward: first start, created the token 'initial-admin' (role admin). It is "
             "shown only now: store it, create narrower tokens (stateward token create), "
             "then revoke it (stateward token revoke initial-admin).",
-            err=True,
         )
         click.echo(str(secret))
         sys.stdout.flush()
     app = create_app(service)
     tls = settings.tls_cert is not None
     scheme = "https" if tls else "http"
-    click.echo(
+    _notice(
+        settings.log_format,
+        logging.INFO,
         f"stateward serving {scheme}://{settings.host}:{settings.port}/state/<path> "
         f"(data: {settings.data_dir})",
-        err=True,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(message)s")
     tls_options: dict[str, Any] = {}
     if tls:
         tls_options = {
@@ -113,6 +135,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config,  # uvicorn's error and access logs use our formatter
         timeout_keep_alive=30,
         # h11 accepts any method token, so unknown methods get our 405 rather than a
         # parser-level 400 (httptools only knows a fixed list of methods).
@@ -128,3 +151,13 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run() does
+
+
+def _notice(log_format: str, level: int, text: str) -> None:
+    """A start-up message: plain on stderr, or a log record when logs are JSON (so every line
+    of a JSON log parses). The initial admin token itself always goes to stdout only."""
+    if log_format == "json":
+        message = text.removeprefix("stateward: ").removeprefix("WARNING: ")
+        logging.getLogger("stateward.serve").log(level, message)
+    else:
+        click.echo(text, err=True)

@@ -6,31 +6,46 @@ state name can ever collide with an API sub-resource.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from stateward.audit import context as audit_context
 from stateward.auth.authenticator import Authenticator
 from stateward.http.clientinfo import ClientResolver
-from stateward.principal import Principal
 from stateward.service.core import StateService
 
 PathQ = Annotated[str, Query(max_length=256, description="state path, e.g. team/app/env")]
 
 
-def _who(request: Request) -> Principal:
-    """Authenticate the caller (a sync dependency: FastAPI runs it in a worker thread)."""
+T = TypeVar("T")
+
+
+async def _call(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Authenticate and run one service call in one worker thread, inside the request's audit
+    context (one record per request, written before the response)."""
     auth: Authenticator = request.app.state.auth
     clients: ClientResolver = request.app.state.clients
-    return auth.authenticate(clients.facts(request))
+    service: StateService = request.app.state.service
+    operation = f"{request.method} {request.url.path[:64]}"
 
+    def run() -> T:
+        source = request.client.host if request.client else ""
+        with audit_context.begin(operation, source, request.headers.get("user-agent", "")) as ctx:
 
-# Module level on purpose: with postponed annotations FastAPI resolves ``Who`` through the
-# module globals; a local alias stays an unresolved name and becomes a required query parameter.
-Who = Annotated[Principal, Depends(_who)]
+            def call() -> T:
+                facts = clients.facts(request)
+                ctx.source = facts.source
+                ctx.who = auth.authenticate(facts)
+                return fn(ctx.who, *args)
+
+            return service.audited(ctx, call)
+
+    return await run_in_threadpool(run)
 
 
 class PathBody(BaseModel):
@@ -47,85 +62,105 @@ class ProtectBody(PathBody):
     protected: bool = True
 
 
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] = Field(min_length=1, max_length=1000)
+
+
 def build_api(service: StateService) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
     @router.get("/states")
     async def list_states(
-        p: Who, prefix: str = "", include_deleted: bool = False
+        request: Request, prefix: str = "", include_deleted: bool = False
     ) -> list[dict[str, Any]]:
-        rows = await run_in_threadpool(service.list_states, p, prefix, include_deleted)
+        rows = await _call(request, service.list_states, prefix, include_deleted)
         return [r.to_dict() for r in rows]
 
     @router.get("/versions")
     async def history(
-        p: Who, path: PathQ, limit: int = 100, before: int | None = None
+        request: Request, path: PathQ, limit: int = 100, before: int | None = None
     ) -> list[dict[str, Any]]:
-        rows = await run_in_threadpool(service.history, p, path, limit, before)
+        rows = await _call(request, service.history, path, limit, before)
         return [r.to_dict() for r in rows]
 
     @router.get("/version", response_model=None)
     async def version(
-        p: Who, path: PathQ, seq: int, download: bool = False
+        request: Request, path: PathQ, seq: int, download: bool = False
     ) -> dict[str, Any] | Response:
         if download:
-            _, body = await run_in_threadpool(service.get_version_body, p, path, seq)
+            _, body = await _call(request, service.get_version_body, path, seq)
             return Response(body, media_type="application/json")
-        return (await run_in_threadpool(service.get_version, p, path, seq)).to_dict()
+        return (await _call(request, service.get_version, path, seq)).to_dict()
 
     @router.get("/diff")
     async def diff(
-        p: Who,
+        request: Request,
         path: PathQ,
         from_seq: Annotated[int, Query(alias="from")],
         to_seq: Annotated[int, Query(alias="to")],
     ) -> dict[str, Any]:
-        return await run_in_threadpool(service.diff, p, path, from_seq, to_seq)
+        return await _call(request, service.diff, path, from_seq, to_seq)
 
     @router.post("/rollback")
-    async def rollback(p: Who, body: RollbackBody) -> dict[str, Any]:
-        out = await run_in_threadpool(service.rollback, p, body.path, body.seq, body.lock_id)
+    async def rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
+        out = await _call(request, service.rollback, body.path, body.seq, body.lock_id)
         return {"created": out.created, "seq": out.seq, "serial": out.serial}
 
     @router.get("/locks")
-    async def list_locks(p: Who) -> list[dict[str, Any]]:
-        return [v.to_dict() for v in await run_in_threadpool(service.list_locks, p)]
+    async def list_locks(request: Request) -> list[dict[str, Any]]:
+        return [v.to_dict() for v in await _call(request, service.list_locks)]
 
     @router.post("/locks/break")
-    async def break_lock(p: Who, body: PathBody) -> dict[str, Any]:
-        return (await run_in_threadpool(service.break_lock, p, body.path)).to_dict()
+    async def break_lock(request: Request, body: PathBody) -> dict[str, Any]:
+        return (await _call(request, service.break_lock, body.path)).to_dict()
 
     @router.post("/delete")
-    async def delete(p: Who, body: PathBody) -> dict[str, str]:
-        await run_in_threadpool(service.delete, p, body.path)
+    async def delete(request: Request, body: PathBody) -> dict[str, str]:
+        await _call(request, service.delete, body.path)
         return {"deleted": body.path}
 
     @router.post("/restore")
-    async def restore(p: Who, body: PathBody) -> dict[str, str]:
-        await run_in_threadpool(service.restore, p, body.path)
+    async def restore(request: Request, body: PathBody) -> dict[str, str]:
+        await _call(request, service.restore, body.path)
         return {"restored": body.path}
 
     @router.post("/purge")
-    async def purge(p: Who, body: PathBody) -> dict[str, Any]:
-        n = await run_in_threadpool(service.purge, p, body.path)
+    async def purge(request: Request, body: PathBody) -> dict[str, Any]:
+        n = await _call(request, service.purge, body.path)
         return {"purged": body.path, "versions_removed": n}
 
     @router.post("/protect")
-    async def protect(p: Who, body: ProtectBody) -> dict[str, Any]:
-        await run_in_threadpool(service.set_protected, p, body.path, body.protected)
+    async def protect(request: Request, body: ProtectBody) -> dict[str, Any]:
+        await _call(request, service.set_protected, body.path, body.protected)
         return {"path": body.path, "protected": body.protected}
 
     @router.post("/allow-next-write")
-    async def allow_next_write(p: Who, body: PathBody) -> dict[str, str]:
-        await run_in_threadpool(service.allow_next_write, p, body.path)
+    async def allow_next_write(request: Request, body: PathBody) -> dict[str, str]:
+        await _call(request, service.allow_next_write, body.path)
         return {"path": body.path, "override": "next write accepted regardless of guards"}
 
     @router.get("/events")
-    async def events(p: Who, path: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in await run_in_threadpool(service.events, p, path, limit)]
+    async def events(
+        request: Request, path: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in await _call(request, service.events, path, limit)]
 
     @router.post("/maintenance")
-    async def maintenance(p: Who) -> dict[str, Any]:
-        return (await run_in_threadpool(service.run_maintenance, p)).to_dict()
+    async def maintenance(request: Request) -> dict[str, Any]:
+        return (await _call(request, service.run_maintenance)).to_dict()
+
+    @router.get("/alerts")
+    async def list_alerts(
+        request: Request,
+        include_acknowledged: Annotated[bool, Query(alias="all")] = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        rows = await _call(request, service.list_alerts, include_acknowledged, limit)
+        return [a.to_dict() for a in rows]
+
+    @router.post("/alerts/ack")
+    async def ack_alerts(request: Request, body: AckBody) -> dict[str, Any]:
+        return (await _call(request, service.acknowledge_alerts, body.ids)).to_dict()
 
     return router

@@ -11,18 +11,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stateward import __version__
+from stateward import __version__, metrics
+from stateward.alerts.engine import build_alert_follower
+from stateward.audit import context as audit_context
+from stateward.audit.follower import AuditFollower
+from stateward.audit.sinks import build_sink
 from stateward.auth.authenticator import Authenticator
 from stateward.errors import ServiceError
+from stateward.http import metrics as http_metrics
 from stateward.http.api import build_api
 from stateward.http.backend import BackendEndpoint, is_backend_path
 from stateward.http.clientinfo import ClientResolver
 from stateward.http.errors import error_headers, status_for
 from stateward.http.headers import SecurityHeaders
+from stateward.logs import RequestIdMiddleware
 from stateward.principal import SYSTEM
 from stateward.service.core import StateService
+from stateward.service.views import MaintenanceReport
 
 log = logging.getLogger("stateward")
 
@@ -46,7 +53,7 @@ def create_app(
     service: StateService,
     run_maintenance: bool = True,
     auth: Authenticator | None = None,
-) -> SecurityHeaders:
+) -> ASGIApp:
     settings = service.settings
     interval = settings.maintenance_interval_seconds
     auth = auth or Authenticator(service, settings)
@@ -57,7 +64,10 @@ def create_app(
         task = None
         if run_maintenance and interval > 0:
             task = asyncio.create_task(_maintenance_loop(service, interval))
+        followers = start_followers(service) if run_maintenance else []
         yield
+        for follower in followers:
+            follower.stop()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -73,6 +83,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.auth = auth
+    app.state.service = service
     app.state.clients = clients
     app.include_router(build_api(service))
 
@@ -83,12 +94,15 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"error": f"invalid request: {loc}: {first.get('msg', '')}"}, status_code=400
-        )
+        message = f"invalid request: {loc}: {first.get('msg', '')}"
+        try:
+            await run_in_threadpool(_record_invalid, service, request, message)
+        except ServiceError as audit_exc:
+            return await _service_error(request, audit_exc)
+        return JSONResponse({"error": message}, status_code=400)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -101,15 +115,52 @@ def create_app(
             "ready\n" if ok else "store unreachable\n", status_code=200 if ok else 503
         )
 
+    # -- observability (docs/observability.md): /metrics, request IDs, request metrics --
+    app.include_router(http_metrics.metrics_router(service, settings.metrics_public))
+    metrics.bind_service(service)
+
     backend = BackendEndpoint(service, settings.max_body_bytes, auth, clients)
-    return SecurityHeaders(Dispatcher(backend, app), always_hsts=bool(settings.trusted_proxies))
+    inner = SecurityHeaders(Dispatcher(backend, app), always_hsts=bool(settings.trusted_proxies))
+    routes = http_metrics.api_route_paths(app)
+    return RequestIdMiddleware(http_metrics.MetricsMiddleware(inner, routes))
+
+
+def start_followers(service: StateService) -> list[AuditFollower]:
+    """Background followers of the audit trail: the configured SIEM sinks, and the alert
+    rules (``alerts``: stores, logs, counts and sends alerts to webhooks)."""
+    followers: list[AuditFollower] = []
+    interval = service.settings.audit_follow_interval_seconds
+    sinks = [build_sink(c) for c in service.settings.audit_sinks]
+    if sinks:
+        followers.append(AuditFollower(service.engine, "sinks", sinks, interval=interval))
+    alert_follower = build_alert_follower(service)
+    if alert_follower is not None:
+        followers.append(alert_follower)
+    for follower in followers:
+        follower.start()
+    return followers
+
+
+def _maintain(service: StateService) -> MaintenanceReport:
+    with audit_context.begin("maintenance", "internal") as ctx:
+        ctx.who = SYSTEM
+        return service.audited(ctx, lambda: service.run_maintenance(SYSTEM))
+
+
+def _record_invalid(service: StateService, request: Request, message: str) -> None:
+    """An API request refused before it reached the service (unauthenticated: anonymous)."""
+    source = request.client.host if request.client else ""
+    operation = f"{request.method} {request.url.path[:64]}"
+    with audit_context.begin(operation, source, request.headers.get("user-agent", "")) as ctx:
+        ctx.action = "request"
+        service.record_outcome(ctx, "failed", 400, message)
 
 
 async def _maintenance_loop(service: StateService, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            report = await run_in_threadpool(service.run_maintenance, SYSTEM)
+            report = await run_in_threadpool(_maintain, service)
             log.info("maintenance: %s", report.to_dict())
         except Exception:
             log.exception("maintenance run failed")

@@ -21,12 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from stateward.audit import context as audit_context
+from stateward.audit.record import Outcome
 from stateward.auth.authenticator import Authenticator, RequestFacts
 from stateward.errors import BadRequest, ServiceError
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
 from stateward.http.clientinfo import ClientResolver
 from stateward.http.errors import one_line, protocol_error, text_error
 from stateward.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
+from stateward.paths import validate_path
+from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.types import Body
 
@@ -100,13 +104,63 @@ class BackendEndpoint:
         self.auth = auth
         self.clients = clients
 
-    async def _as(self, facts: RequestFacts, fn: Callable[..., T], *args: Any) -> T:
-        """Authenticate and run one service call in the same worker thread (one hop)."""
+    async def _as(
+        self,
+        request: Request,
+        facts: RequestFacts,
+        fn: Callable[..., T],
+        *args: Any,
+        who: Principal | None = None,
+        bytes_in: int = 0,
+    ) -> T:
+        """Authenticate (unless ``who`` is given) and run one service call in the same worker
+        thread, inside the request's audit context: exactly one audit record per request."""
+        operation = _operation(request)
+        path = _audit_path(request)
 
         def run() -> T:
-            return fn(self.auth.authenticate(facts), *args)
+            with audit_context.begin(operation, facts.source, facts.user_agent) as ctx:
+                ctx.path = path  # known even when authentication fails
+                audit_context.note(bytes_in=bytes_in)
+
+                def call() -> T:
+                    ctx.who = who or self.auth.authenticate(facts)
+                    if fn is _identity:
+                        ctx.recorded = True  # authenticated; the write itself is recorded
+                    return fn(ctx.who, *args)
+
+                try:
+                    return self.service.audited(ctx, call)
+                except ServiceError as exc:
+                    exc.audited = True  # type: ignore[attr-defined]
+                    raise
 
         return await run_in_threadpool(run)
+
+    async def _refused(
+        self,
+        request: Request,
+        facts: RequestFacts | None,
+        who: Principal | None,
+        exc: ServiceError,
+    ) -> None:
+        """Record a refusal made by the transport itself (bad path or ``?ID=``, body too large,
+        bad Content-MD5, proxy rules); marks ``exc`` as recorded."""
+        source = (
+            facts.source if facts is not None else (request.client.host if request.client else "")
+        )
+        agent = facts.user_agent if facts is not None else ""
+
+        def run() -> None:
+            with audit_context.begin(_operation(request), source, agent) as ctx:
+                ctx.who = who
+                ctx.action = "write" if who is not None else "request"
+                ctx.path = _audit_path(request)
+                outcome: Outcome = "denied" if exc.denied else "failed"
+                self.service.record_outcome(ctx, outcome, exc.status, str(exc))
+
+        exc.audited = True  # type: ignore[attr-defined]
+        await run_in_threadpool(run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Raw ASGI entry: Starlette routes would restrict methods to the standard ones."""
@@ -114,6 +168,7 @@ class BackendEndpoint:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
+        facts: RequestFacts | None = None
         try:
             facts = self.clients.facts(request)
             path, lock_url = _split(request)
@@ -136,6 +191,12 @@ class BackendEndpoint:
                 raw.decode("ascii", "backslashreplace")[:512],
                 one_line(str(exc)),
             )
+            if not getattr(exc, "audited", False):
+                # refused by the transport itself (bad path, bad ?ID=, proxy rules ...)
+                try:
+                    await self._refused(request, facts, None, exc)
+                except ServiceError as audit_exc:  # the trail is down: fail closed
+                    return protocol_error(audit_exc)
             return protocol_error(exc)
 
     async def _state_url(
@@ -143,7 +204,7 @@ class BackendEndpoint:
     ) -> Response:
         svc = self.service
         if method in ("GET", "HEAD"):
-            state = await self._as(facts, svc.read, path)
+            state = await self._as(request, facts, svc.read, path)
             if state is None:
                 return text_error(404, f"no state at {path}")
             headers = {
@@ -162,14 +223,21 @@ class BackendEndpoint:
             lock_id = _lock_id_param(request)
             expected = declared_md5(request)
             # Authenticated before the body is read: strangers cannot make us buffer 128 MiB.
-            who = await run_in_threadpool(self.auth.authenticate, facts)
-            body = await read_body(request, self.max_body)
-            if not body:
-                raise BadRequest("empty body: a state write needs the state JSON")
-            out = await run_in_threadpool(svc.write, who, path, body, lock_id, expected)
+            who = await self._as(request, facts, _identity)
+            try:
+                body = await read_body(request, self.max_body)
+                if not body:
+                    raise BadRequest("empty body: a state write needs the state JSON")
+            except ServiceError as exc:
+                await self._refused(request, facts, who, exc)
+                raise
+            out = await self._as(
+                request, facts, svc.write, path, body, lock_id, expected,
+                who=who, bytes_in=len(body),
+            )  # fmt: skip
             return Response(b"", status_code=200, headers={"X-Stateward-Version": str(out.seq)})
         if method == "DELETE":
-            await self._as(facts, svc.delete, path)
+            await self._as(request, facts, svc.delete, path)
             return Response(b"", status_code=200)
         if method == "LOCK":
             return await self._lock(request, facts, path)
@@ -179,7 +247,7 @@ class BackendEndpoint:
         self, request: Request, facts: RequestFacts, method: str, path: str
     ) -> Response:
         if method in ("GET", "HEAD"):
-            info = await self._as(facts, self.service.get_lock_info, path)
+            info = await self._as(request, facts, self.service.get_lock_info, path)
             if info is None:
                 return text_error(404, f"{path} is not locked")
             return Response(b"" if method == "HEAD" else info, media_type="application/json")
@@ -189,12 +257,12 @@ class BackendEndpoint:
 
     async def _lock(self, request: Request, facts: RequestFacts, path: str) -> Response:
         body = await self._body(request, MAX_LOCK_BODY)
-        info = await self._as(facts, self.service.lock, path, body)
+        info = await self._as(request, facts, self.service.lock, path, body, bytes_in=len(body))
         return Response(info.raw, status_code=200, media_type="application/json")
 
     async def _unlock(self, request: Request, facts: RequestFacts, path: str) -> Response:
         body = await self._body(request, MAX_LOCK_BODY)
-        await self._as(facts, self.service.unlock, path, body)
+        await self._as(request, facts, self.service.unlock, path, body, bytes_in=len(body))
         return Response(b"", status_code=200)
 
     @staticmethod
@@ -202,6 +270,25 @@ class BackendEndpoint:
         body = await read_body(request, limit)
         verify_content_md5(request, body)
         return body
+
+
+def _identity(who: Principal) -> Principal:
+    """Authentication only (the POST body is read after it)."""
+    return who
+
+
+def _operation(request: Request) -> str:
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    lock = raw.split(b"?", 1)[0].endswith(b"/lock")
+    return f"{request.method[:16]} /state{'/lock' if lock else ''}"
+
+
+def _audit_path(request: Request) -> str | None:
+    try:
+        path, _lock = _split(request)
+        return validate_path(path)
+    except ServiceError:
+        return None
 
 
 def is_backend_path(path: str) -> bool:

@@ -7,38 +7,17 @@ import math
 from starlette.responses import Response
 
 from stateward.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
     Locked,
-    NotFound,
     ServiceError,
     Throttled,
-    TooLarge,
     Unauthorized,
     Unavailable,
 )
 
 RETRY_AFTER_SECONDS = "5"
 
-_STATUS: list[tuple[type[ServiceError], int]] = [
-    (Locked, 423),
-    (BadRequest, 400),
-    (TooLarge, 413),
-    (NotFound, 404),
-    (Conflict, 409),
-    (Unauthorized, 401),
-    (Throttled, 429),
-    (Forbidden, 403),
-    (Unavailable, 503),
-]
-
-
 def status_for(exc: ServiceError) -> int:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    return exc.status
 
 
 def one_line(message: str) -> str:

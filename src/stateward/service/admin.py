@@ -22,6 +22,7 @@ class AdminOps(ServiceBase):
     def list_states(
         self, who: Principal, prefix: str = "", include_deleted: bool = False
     ) -> list[StateListing]:
+        self._mark(who, Action.READ_OUTPUTS, None)
         now = self.clock()
         with self._read_tx() as conn:
             rows = repo.list_states(conn, include_deleted)

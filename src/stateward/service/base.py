@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,10 @@ from sqlalchemy.exc import OperationalError
 
 from stateward import statefile
 from stateward.actions import Action
+from stateward.audit import chain
+from stateward.audit import context as audit_context
+from stateward.audit.context import AuditContext
+from stateward.audit.record import AuditRecord, Outcome
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt, KeyRef
 from stateward.crypto.providers.base import KeyDenied, KeyInvalid, KeyUnavailable
@@ -54,6 +59,8 @@ class ServiceBase:
         self.clock = clock
         self.cache = BodyCache(CACHE_BYTES, CACHE_ENTRY)
         self.policy = PolicyConfig(roles=settings.roles)
+        #: Called with every committed audit record (sinks, alert rules); must not block.
+        self.audit_listeners: list[Callable[[AuditRecord], None]] = []
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -77,12 +84,14 @@ class ServiceBase:
         is a 400 (input validation reveals nothing), checked first."""
         if path != STORE_WIDE:
             validate_path(path)
+        self._mark(who, action, None if path == STORE_WIDE else path)
         decision = self.decide(who, action, path)
         if not decision.allowed:
             raise Forbidden(decision.reason)
 
     def _read_scope(self, who: Principal, path: str) -> ReadScope:
         validate_path(path)
+        self._mark(who, Action.READ, path)
         scope, decision = read_scope(
             self.policy,
             who.roles,
@@ -97,11 +106,87 @@ class ServiceBase:
 
     @contextmanager
     def _write_tx(self) -> Iterator[Connection]:
+        """A write transaction. The first one of an audited operation to commit also carries
+        that operation's audit record, so a change and its record commit together or not at
+        all (a failing audit insert fails the operation: fail closed)."""
+        ctx = audit_context.current()
+        pending: AuditRecord | None = None
         try:
             with self.engine.begin() as conn:
                 yield conn
+                if ctx is not None and not ctx.recorded and ctx.action is not None:
+                    pending = self._append_audit(conn, self._audit_record(ctx, "ok", 200))
         except OperationalError as exc:
             raise Unavailable("metadata store is unavailable, retry later") from exc
+        if pending is not None:
+            assert ctx is not None
+            ctx.recorded = True
+            self._publish(pending)
+
+    def _audit_record(
+        self, ctx: AuditContext, outcome: Outcome, status: int, reason: str = ""
+    ) -> AuditRecord:
+        who = ctx.who
+        facts = ctx.facts
+        return AuditRecord(
+            at=self.clock(),
+            request_id=ctx.request_id,
+            principal=who.name if who is not None else "anonymous",
+            principal_kind=who.kind if who is not None else "anonymous",
+            source=(who.source if who is not None else "") or ctx.source,
+            user_agent=ctx.user_agent or (who.user_agent if who is not None else ""),
+            action=ctx.action or ("request" if who is not None else "authenticate"),
+            operation=ctx.operation,
+            path=ctx.path,
+            outcome=outcome,
+            status=status,
+            reason=" ".join(reason.split())[:500],
+            lock_id=facts.get("lock_id"),
+            serial=facts.get("serial"),
+            version=facts.get("version"),
+            bytes_in=int(facts.get("bytes_in", 0)),
+            bytes_out=int(facts.get("bytes_out", 0)),
+            resources=facts.get("resources"),
+            prev_resources=facts.get("prev_resources"),
+            claims=dict(who.claims) if who is not None else {},
+        )
+
+    def _append_audit(self, conn: Connection, record: AuditRecord) -> AuditRecord:
+        """Link ``record`` to the chain head and insert it (inside the caller's transaction,
+        which holds the write lock, so the chain stays one line under concurrency)."""
+        head = repo.audit_head(conn)
+        seq, prev = (1, chain.GENESIS) if head is None else (head[0] + 1, head[1])
+        sealed = chain.seal(record, seq, prev)
+        repo.insert_audit(
+            conn,
+            seq=seq,
+            at=sealed.at,
+            principal=sealed.principal[:512],
+            action=sealed.action,
+            path=sealed.path,
+            outcome=sealed.outcome,
+            prev_hash=sealed.prev_hash,
+            hash=sealed.hash,
+            record=json.dumps(sealed.to_dict(), sort_keys=True, separators=(",", ":")),
+        )
+        return sealed
+
+    def _publish(self, record: AuditRecord) -> None:
+        """Hand a committed record to the listeners (sinks, alert rules). Listeners must not
+        block; one failing never affects the request or the others."""
+        for listener in list(self.audit_listeners):
+            try:
+                listener(record)
+            except Exception:
+                log.exception("audit listener failed")
+
+    def _mark(self, who: Principal, action: Action, path: str | None) -> None:
+        """Tell the audit context which action the operation needs (first one wins)."""
+        ctx = audit_context.current()
+        if ctx is not None and ctx.action is None:
+            ctx.who = ctx.who or who
+            ctx.action = action.value
+            ctx.path = path
 
     @contextmanager
     def _read_tx(self) -> Iterator[Connection]:
@@ -198,6 +283,13 @@ class ServiceBase:
         """Insert the next version; ``ctx`` is :func:`repo.write_context` read in this tx."""
         now = self.clock()
         seq = 1 if ctx is None else int(ctx.next_seq)
+        audit_context.note(
+            version=seq,
+            serial=summary.serial,
+            lock_id=lock_id,
+            resources=summary.resource_count,
+            prev_resources=None if ctx is None or ctx.seq is None else ctx.resource_count,
+        )
         client_version = lock.client_version if lock is not None else _ua_version(who.user_agent)
         if ctx is None:
             repo.insert_state(conn, path, now, current_seq=seq)
@@ -224,15 +316,7 @@ class ServiceBase:
             source_seq=source_seq,
         )
         if key_ref is not None:
-            repo.insert_blob_key(
-                conn,
-                blob_key=blob_key,
-                path=path,
-                provider=key_ref.provider,
-                kind=key_ref.kind,
-                key_id=key_ref.key_id,
-                key_version=key_ref.key_version,
-            )
+            repo.insert_blob_key(conn, blob_key, path, key_ref)
         if ctx is not None:
             if ctx.override_next_write:
                 self._record(conn, who, "override-consumed", path, f"seq={seq}")

@@ -8,13 +8,15 @@ plumbing (``base``).
 from __future__ import annotations
 
 from stateward.service.admin import AdminOps
+from stateward.service.alerts import AlertOps
+from stateward.service.audit import AuditOps
 from stateward.service.keys import KeyOps
 from stateward.service.locking import LockOps
 from stateward.service.tokens import TokenOps
 from stateward.service.writes import WriteOps
 
 
-class StateService(WriteOps, LockOps, AdminOps, TokenOps, KeyOps):
+class StateService(WriteOps, LockOps, AdminOps, TokenOps, KeyOps, AuditOps, AlertOps):
     """Every state operation, each taking the calling :class:`~stateward.principal.Principal`."""
 
 

@@ -169,15 +169,7 @@ class KeyOps(ServiceBase):
                 if conn.execute(
                     select(versions.c.blob_key).where(versions.c.blob_key == blob_key)
                 ).first():  # still there (not purged meanwhile)
-                    repo.insert_blob_key(
-                        conn,
-                        blob_key=blob_key,
-                        path=path,
-                        provider=ref.provider,
-                        kind=ref.kind,
-                        key_id=ref.key_id,
-                        key_version=ref.key_version,
-                    )
+                    repo.insert_blob_key(conn, blob_key, path, ref)
             self.cache.discard(blob_key)
             done += 1
             if progress is not None:

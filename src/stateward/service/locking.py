@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from stateward.actions import Action
+from stateward.audit import context as audit_context
 from stateward.errors import Locked, NotFound
 from stateward.globs import first_match
 from stateward.lockinfo import LockInfo, parse_lock_info
@@ -29,6 +30,7 @@ class LockOps(ServiceBase):
         self._authorize(who, Action.LOCK, path)
         validate_path(path)
         info = parse_lock_info(body)
+        audit_context.note(lock_id=info.id)
         with self._write_tx() as conn:
             now = self.clock()
             values: dict[str, Any] = dict(
@@ -74,6 +76,7 @@ class LockOps(ServiceBase):
         ``force-unlock`` action; a holder's own UNLOCK (its full LockInfo) needs ``unlock``."""
         info = None if not body.strip() else parse_lock_info(body)
         force = info is None or not (info.operation or info.who or info.version)
+        audit_context.note(lock_id=info.id if info is not None else None)
         self._authorize(who, Action.FORCE_UNLOCK if force else Action.UNLOCK, path)
         validate_path(path)
         with self._write_tx() as conn:
@@ -92,6 +95,7 @@ class LockOps(ServiceBase):
             held = repo.get_lock(conn, path)
             if held is None:
                 return
+            audit_context.note(lock_id=held.lock_id)
             repo.delete_lock(conn, path, held.lock_id)
             self._record(
                 conn,
@@ -118,6 +122,7 @@ class LockOps(ServiceBase):
 
     def list_locks(self, who: Principal) -> list[LockView]:
         """Held locks on the paths where ``who`` holds ``history`` (others are not shown)."""
+        self._mark(who, Action.HISTORY, None)
         with self._read_tx() as conn:
             rows = repo.list_locks(conn)
         return [

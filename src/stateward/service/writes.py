@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row
 
 from stateward import statefile
 from stateward.actions import Action
+from stateward.audit import context as audit_context
 from stateward.crypto.barrier import KeyRef
 from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
 from stateward.globs import glob_match
@@ -90,8 +91,11 @@ class WriteOps(ServiceBase):
             return None
         body = self._load(path, row)
         if scope is ReadScope.FULL:
-            return StoredState(body, bytes.fromhex(row.md5), row.seq, row.serial)
-        return _outputs_view(path, body, row, scope is ReadScope.OUTPUTS_WITH_SENSITIVE)
+            state = StoredState(body, bytes.fromhex(row.md5), row.seq, row.serial)
+        else:
+            state = _outputs_view(path, body, row, scope is ReadScope.OUTPUTS_WITH_SENSITIVE)
+        audit_context.note(version=row.seq, serial=row.serial, bytes_out=len(state.body))
+        return state
 
     def write(
         self,
@@ -116,6 +120,7 @@ class WriteOps(ServiceBase):
         if content_md5 is not None and not hmac.compare_digest(md5, content_md5):
             raise BadRequest("Content-MD5 does not match the body; the upload was corrupted")
         summary = statefile.parse_state(body)
+        audit_context.note(lock_id=lock_id, serial=summary.serial, resources=summary.resource_count)
         self._check_client_encryption(path, summary)
         sha = hashlib.sha256(body).hexdigest()
         if len(body) >= PRECHECK_BYTES:

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from stateward.storage.schema import blob_keys, events, locks, schema_info, states, versions
+from stateward.storage.schema import (
+    audit,
+    blob_keys,
+    events,
+    locks,
+    schema_info,
+    states,
+    versions,
+)
 
 
 def get_state(conn: Connection, path: str) -> Row[Any] | None:
@@ -48,6 +56,7 @@ _WRITE_CONTEXT = (
         versions.c.serial,
         versions.c.lineage,
         versions.c.sha256,
+        versions.c.resource_count,
     )
     .select_from(
         states.outerjoin(
@@ -211,8 +220,33 @@ def ping(conn: Connection) -> None:
     conn.execute(select(func.count()).select_from(schema_info)).scalar_one()
 
 
-def insert_blob_key(conn: Connection, **values: Any) -> None:
-    conn.execute(_INSERT_BLOB_KEY, values)
+def insert_blob_key(conn: Connection, blob_key: str, path: str, ref: Any) -> None:
+    """Record which key protects ``blob_key`` (``ref``: a barrier ``KeyRef``)."""
+    conn.execute(
+        _INSERT_BLOB_KEY,
+        {
+            "blob_key": blob_key,
+            "path": path,
+            "provider": ref.provider,
+            "kind": ref.kind,
+            "key_id": ref.key_id,
+            "key_version": ref.key_version,
+        },
+    )
 
 
 _INSERT_BLOB_KEY = insert(blob_keys)
+
+
+_AUDIT_HEAD = select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
+_INSERT_AUDIT = insert(audit)
+
+
+def audit_head(conn: Connection) -> tuple[int, str] | None:
+    """(seq, hash) of the newest audit record; read inside the write transaction."""
+    row = conn.execute(_AUDIT_HEAD).first()
+    return None if row is None else (int(row.seq), str(row.hash))
+
+
+def insert_audit(conn: Connection, **values: Any) -> None:
+    conn.execute(_INSERT_AUDIT, values)

@@ -105,6 +105,34 @@ events = Table(
 )
 Index("ix_events_path", events.c.path)
 
+#: The audit trail: one hash-chained record per request and command (audit/chain.py). ``seq``
+#: is assigned by the writer (max + 1 inside the write transaction), never reused; the JSON in
+#: ``record`` is what the hash covers, the other columns are copies for filtering.
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("principal", String(512), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("path", String(256), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("record", Text, nullable=False),
+)
+Index("ix_audit_path_at", audit.c.path, audit.c.at)
+Index("ix_audit_principal_at", audit.c.principal, audit.c.at)
+Index("ix_audit_at", audit.c.at)
+
+#: Where each follower of the trail (sinks, alert rules) has got to.
+audit_cursors = Table(
+    "audit_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
 #: API tokens. Only the keyed hash of a secret is stored (crypto/tokens.py); names are never
 #: reused, so events naming a token stay unambiguous after it is revoked.
 tokens = Table(
@@ -131,3 +159,24 @@ schema_info = Table(
 )
 
 SCHEMA_VERSION = "1"
+
+#: Alerts raised by the ``[[alert_rules]]`` (docs/alerts.md). ``dedup`` (a hash of rule + audit
+#: seq, or rule + lock ID for long locks) is unique, so an audit record delivered twice to the
+#: alert follower, or a long lock seen on every poll, raises one alert.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("path", String(256), nullable=True),
+    Column("principal", String(512), nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("audit_seq", BigInteger, nullable=True),
+    Column("dedup", String(64), nullable=False, unique=True),
+    Column("acknowledged_at", Float, nullable=True),
+    Column("acknowledged_by", String(512), nullable=True),
+)
+Index("ix_alerts_open", alerts.c.acknowledged_at, alerts.c.id)

@@ -1,0 +1,102 @@
+"""Following the audit trail: a background thread that hands every new record, in chain order,
+to handlers (SIEM sinks, alert rules), whoever wrote it (this server, the offline CLI).
+
+Progress is a cursor per follower kept in the database, so a restart resumes where it stopped
+and a record is delivered at least once. Handlers run off the request path: a slow or failing
+sink never delays or fails a request. A handler that raises stops the batch; the cursor stays
+before the failed record and the batch is retried on the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine, insert, select, update
+
+from stateward.audit import chain
+from stateward.audit.record import AuditRecord
+from stateward.storage.schema import audit, audit_cursors
+
+log = logging.getLogger("stateward.audit")
+Handler = Callable[[AuditRecord], None]
+BATCH = 500
+
+
+class AuditFollower:
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        handlers: Sequence[Handler],
+        interval: float = 1.0,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.handlers = list(handlers)
+        self.interval = interval
+        self.on_idle = on_idle
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def cursor(self) -> int:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(audit_cursors.c.seq).where(audit_cursors.c.name == self.name)
+            ).first()
+            if row is None:
+                conn.execute(insert(audit_cursors).values(name=self.name, seq=0))
+                return 0
+            return int(row.seq)
+
+    def _save(self, seq: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(audit_cursors).where(audit_cursors.c.name == self.name).values(seq=seq)
+            )
+
+    def poll_once(self) -> int:
+        """Deliver every record after the cursor; returns how many were delivered."""
+        after = self.cursor()
+        delivered = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(audit.c.seq, audit.c.record)
+                    .where(audit.c.seq > after)
+                    .order_by(audit.c.seq)
+                    .limit(BATCH)
+                ).all()
+            if not rows:
+                break
+            for row in rows:
+                record = chain.from_json(row.record)
+                for handler in self.handlers:
+                    handler(record)
+                after = int(row.seq)
+                delivered += 1
+            self._save(after)
+            if len(rows) < BATCH:
+                break
+        if self.on_idle is not None:
+            self.on_idle()
+        return delivered
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"audit-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("audit follower %s failed; retrying", self.name)
+            self._stop.wait(self.interval)

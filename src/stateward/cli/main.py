@@ -17,6 +17,7 @@ from stateward.cli.keys import keys
 from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
 from stateward.cli.policy import policy
+from stateward.cli.secrets import state
 from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
 from stateward.cli.tofu import tofu
@@ -99,7 +100,7 @@ def cli(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> 
     ctx.obj = CliContext(config_file, {"data_dir": data_dir})
 
 
-for command in (serve, locks, gc, events, token, keys, audit, alerts, *STATE_COMMANDS):
+for command in (serve, locks, gc, events, token, keys, audit, state, alerts, *STATE_COMMANDS):
     cli.add_command(command)
 cli.add_command(policy)
 cli.add_command(tofu)

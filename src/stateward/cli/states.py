@@ -103,6 +103,7 @@ def history(obj: CliContext, path: str, limit: int, as_json: bool) -> None:
         "size",
         "resources",
         "outputs",
+        "secrets",
         "author",
         "client",
         "time (UTC)",
@@ -117,6 +118,7 @@ def history(obj: CliContext, path: str, limit: int, as_json: bool) -> None:
             str(v.size),
             str(v.resource_count),
             str(v.output_count),
+            "…" if v.secrets is None else str(v.secrets),  # … = not scanned yet
             v.author,
             v.client_version,
             _when(v.created_at),

@@ -86,12 +86,19 @@ def build_api(service: StateService) -> APIRouter:
 
     @router.get("/version", response_model=None)
     async def version(
-        request: Request, path: PathQ, seq: int, download: bool = False
+        request: Request, path: PathQ, seq: int, download: bool = False, sanitized: bool = False
     ) -> dict[str, Any] | Response:
+        if sanitized:
+            body = await _call(request, service.sanitized_state, path, seq)
+            return Response(body, media_type="application/json")
         if download:
             _, body = await _call(request, service.get_version_body, path, seq)
             return Response(body, media_type="application/json")
         return (await _call(request, service.get_version, path, seq)).to_dict()
+
+    @router.get("/findings")
+    async def findings(request: Request, path: PathQ, seq: int) -> list[dict[str, str]]:
+        return await _call(request, service.stored_findings, path, seq)
 
     @router.get("/diff")
     async def diff(

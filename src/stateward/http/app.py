@@ -29,6 +29,7 @@ from stateward.http.headers import SecurityHeaders
 from stateward.logs import RequestIdMiddleware
 from stateward.principal import SYSTEM
 from stateward.service.core import StateService
+from stateward.service.secrets import SecretScanner
 from stateward.service.views import MaintenanceReport
 
 log = logging.getLogger("stateward")
@@ -65,9 +66,14 @@ def create_app(
         if run_maintenance and interval > 0:
             task = asyncio.create_task(_maintenance_loop(service, interval))
         followers = start_followers(service) if run_maintenance else []
+        scanner = SecretScanner(service, settings.audit_follow_interval_seconds)
+        if run_maintenance:
+            scanner.start()
         yield
         for follower in followers:
             follower.stop()
+        if run_maintenance:
+            scanner.stop()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

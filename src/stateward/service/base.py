@@ -366,4 +366,5 @@ def version_view(r: Row[Any], current: int | None) -> VersionView:
         kind=r.kind,
         source_seq=r.source_seq,
         current=r.seq == current,
+        secrets=getattr(r, "secrets", None),
     )

@@ -12,11 +12,12 @@ from stateward.service.alerts import AlertOps
 from stateward.service.audit import AuditOps
 from stateward.service.keys import KeyOps
 from stateward.service.locking import LockOps
+from stateward.service.secrets import SecretOps
 from stateward.service.tokens import TokenOps
 from stateward.service.writes import WriteOps
 
 
-class StateService(WriteOps, LockOps, AdminOps, TokenOps, KeyOps, AuditOps, AlertOps):
+class StateService(WriteOps, LockOps, AdminOps, TokenOps, KeyOps, AuditOps, AlertOps, SecretOps):
     """Every state operation, each taking the calling :class:`~stateward.principal.Principal`."""
 
 

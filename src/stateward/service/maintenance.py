@@ -16,7 +16,14 @@ from stateward.globs import first_match
 from stateward.principal import Principal
 from stateward.service.views import MaintenanceReport
 from stateward.storage import repo
-from stateward.storage.schema import blob_keys, locks, states, versions
+from stateward.storage.schema import (
+    blob_keys,
+    locks,
+    secret_findings,
+    secret_scans,
+    states,
+    versions,
+)
 
 if TYPE_CHECKING:
     from stateward.service.base import ServiceBase
@@ -27,7 +34,8 @@ DAY = 86400.0
 def purge_path(conn: Connection, path: str) -> list[str]:
     """Delete every row of ``path``; return the blob keys to remove after commit."""
     keys = list(conn.execute(select(versions.c.blob_key).where(versions.c.path == path)).scalars())
-    conn.execute(delete(blob_keys).where(blob_keys.c.path == path))
+    for table in (blob_keys, secret_scans, secret_findings):
+        conn.execute(delete(table).where(table.c.path == path))
     conn.execute(delete(versions).where(versions.c.path == path))
     conn.execute(delete(locks).where(locks.c.path == path))
     conn.execute(delete(states).where(states.c.path == path))

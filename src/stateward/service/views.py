@@ -57,6 +57,8 @@ class VersionView:
     kind: str
     source_seq: int | None
     current: bool
+    #: Secret findings in this version (None: not scanned yet). See ``stateward state scan``.
+    secrets: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,8 @@ from stateward.storage.schema import (
     events,
     locks,
     schema_info,
+    secret_findings,
+    secret_scans,
     states,
     versions,
 )
@@ -119,7 +121,17 @@ def insert_state(conn: Connection, path: str, now: float, current_seq: int | Non
 def list_versions(
     conn: Connection, path: str, limit: int, before: int | None
 ) -> Sequence[Row[Any]]:
-    q = select(versions).where(versions.c.path == path)
+    """Versions newest first, each with ``secrets`` (findings count, NULL if not scanned)."""
+    scans = secret_scans
+    q = (
+        select(versions, scans.c.findings.label("secrets"))
+        .select_from(
+            versions.outerjoin(
+                scans, (scans.c.path == versions.c.path) & (scans.c.seq == versions.c.seq)
+            )
+        )
+        .where(versions.c.path == path)
+    )
     if before is not None:
         q = q.where(versions.c.seq < before)
     return conn.execute(q.order_by(versions.c.seq.desc()).limit(limit)).all()
@@ -141,6 +153,8 @@ def delete_versions(conn: Connection, path: str, seqs: Sequence[int]) -> None:
             versions.c.path == path, versions.c.seq.in_(seqs)
         )
         conn.execute(delete(blob_keys).where(blob_keys.c.blob_key.in_(doomed)))
+        for table in (secret_scans, secret_findings):
+            conn.execute(delete(table).where(table.c.path == path, table.c.seq.in_(seqs)))
         conn.execute(delete(versions).where(versions.c.path == path, versions.c.seq.in_(seqs)))
 
 

@@ -125,6 +125,30 @@ Index("ix_audit_path_at", audit.c.path, audit.c.at)
 Index("ix_audit_principal_at", audit.c.principal, audit.c.at)
 Index("ix_audit_at", audit.c.at)
 
+#: Secret scans: one row per scanned version (``findings`` = how many), and the findings
+#: themselves as location + kind + rule (never a value). Versions without a scan row are
+#: scanned by the background scanner.
+secret_scans = Table(
+    "secret_scans",
+    metadata,
+    Column("path", String(256), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("scanned_at", Float, nullable=False),
+    Column("findings", Integer, nullable=False),
+    Column("note", String(256), nullable=False, default=""),
+)
+secret_findings = Table(
+    "secret_findings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(256), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("location", Text, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("rule", String(64), nullable=False),
+)
+Index("ix_secret_findings_version", secret_findings.c.path, secret_findings.c.seq)
+
 #: Where each follower of the trail (sinks, alert rules) has got to.
 audit_cursors = Table(
     "audit_cursors",

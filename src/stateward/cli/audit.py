@@ -14,6 +14,7 @@ from rich.table import Table
 from stateward.audit.record import AuditRecord
 from stateward.audit.sinks import record_line
 from stateward.cli.context import CliContext, pass_ctx, print_table
+from stateward.globs import glob_match
 from stateward.service.audit import AuditQuery
 
 _AGO = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
@@ -150,9 +151,22 @@ def report(obj: CliContext, path: str, since: str) -> None:
         table.add_row(principal, source or "-", summary, _when(last[(principal, source)]))
     click.echo(f"{path} since {since}:")
     print_table(table)
+    since_ts = query.since or 0.0
+    raised = [
+        a
+        for a in svc.list_alerts(obj.who, include_acknowledged=True, limit=1000)
+        if a.at >= since_ts and a.path is not None and glob_match(path, a.path)
+    ]
+    if raised:
+        click.echo("\nalerts:")
+        for a in reversed(raised):
+            ack = " (acknowledged)" if a.acknowledged_at is not None else ""
+            click.echo(f"  {_when(a.at)} #{a.id} {a.severity} {a.kind}: {a.summary}{ack}")
     if odd:
         click.echo("\nrefusals, failures and sensitive actions:")
         for r in odd[-50:]:
             click.echo("  " + _text(r))
-    else:
-        click.echo("\nnothing odd: no refusals, failures, deletes, rollbacks or force-unlocks")
+    if not odd and not raised:
+        click.echo(
+            "\nnothing odd: no alerts, refusals, failures, deletes, rollbacks or force-unlocks"
+        )

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
+from stateward.crypto.providers._http import canonical_context
 from stateward.crypto.providers.aws_kms import AwsKmsConfig, AwsKmsProvider
 from stateward.crypto.providers.base import (
     KeyDenied,
@@ -36,11 +37,7 @@ from stateward.crypto.providers.base import (
 )
 from stateward.crypto.providers.gcp_kms import GcpKmsConfig, GcpKmsProvider, crc32c
 from stateward.crypto.providers.local import context_bytes
-from stateward.crypto.providers.vault_transit import (
-    VaultTransitConfig,
-    VaultTransitProvider,
-    canonical_context,
-)
+from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
 from tests.aws import KmsBackendControl, _key_uuid
 from tests.fake_kms import FakeGcpKms, FakeVault, Reply, make_tls
 

@@ -52,6 +52,7 @@ import botocore.config  # type: ignore[import-untyped, unused-ignore]
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stateward.crypto.providers._http import check_service_url, one_line
 from stateward.crypto.providers.base import (
     DATA_KEY_BYTES,
     DataKey,
@@ -61,7 +62,6 @@ from stateward.crypto.providers.base import (
     KeyUnavailable,
     WrappedKey,
 )
-from stateward.crypto.providers.vault_transit import check_service_url, one_line
 
 _UNAVAILABLE_CODES = frozenset(
     {

@@ -54,15 +54,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stateward.crypto.providers.base import (
-    DATA_KEY_BYTES,
-    DataKey,
-    KeyDenied,
-    KeyInvalid,
-    KeyUnavailable,
-    WrappedKey,
-)
-from stateward.crypto.providers.vault_transit import (
+from stateward.crypto.providers._http import (
     CallCounter,
     HttpJsonClient,
     HttpReply,
@@ -72,6 +64,14 @@ from stateward.crypto.providers.vault_transit import (
     one_line,
     read_secret,
     with_retries,
+)
+from stateward.crypto.providers.base import (
+    DATA_KEY_BYTES,
+    DataKey,
+    KeyDenied,
+    KeyInvalid,
+    KeyUnavailable,
+    WrappedKey,
 )
 
 _KEY_NAME = re.compile(

@@ -1,0 +1,226 @@
+"""HTTP plumbing shared by the HTTP-API key providers (Vault/OpenBao transit, Cloud KMS).
+
+A small ``http.client`` wrapper rather than a client library: no proxies from the environment,
+no redirects, bounded responses, separate connect/read timeouts, retries with jittered backoff
+for transient failures only, and messages that never echo a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import ipaddress
+import json
+import os
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from stateward.crypto.providers.base import KeyDenied, KeyUnavailable
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+USER_AGENT = "stateward"
+_T = TypeVar("_T")
+
+# -- shared helpers (also used by the GCP provider) -------------------------------------------
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_service_url(value: str, *, field: str) -> str:
+    """An ``http(s)://host[:port][/prefix]`` URL; plain HTTP only to a loopback address."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{field} must be an https:// URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{field} must use https:// (plain http only to a loopback address)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{field} must not contain credentials, a query or a fragment")
+    try:
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{field} has an invalid port") from exc
+    return value.rstrip("/")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Server-provided text made safe for a one-line message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def canonical_context(context: Mapping[str, str]) -> bytes:
+    """The context as canonical JSON (sorted keys, compact, ASCII with ``\\u`` escapes): the same
+    bytes as ``local.context_bytes``. Never change it: GCP binds these bytes as AAD."""
+    return json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def b64decode_strict(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def read_secret(who: str, what: str, *, env: str | None, file: Path | None) -> str:
+    """A bearer secret from ``file`` (re-read every call) or the environment variable ``env``.
+
+    Refuses values that cannot be sent as an HTTP header value (``http.client`` would put the
+    value itself into its error message)."""
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            raise KeyDenied(f"{who}: cannot read the {what} file {str(file)!r}: {reason}") from None
+        source = f"file {str(file)!r}"
+    else:
+        value = os.environ.get(env or "", "").strip()
+        source = f"${env}"
+    if not value:
+        raise KeyDenied(f"{who}: no {what} (set {source})")
+    if not all(33 <= ord(ch) <= 126 for ch in value):
+        raise KeyDenied(f"{who}: the {what} from {source} contains invalid characters")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    json: Any  # the parsed body, or None if it was not JSON
+    retry_after: str | None
+
+
+class HttpJsonClient:
+    """JSON over HTTP(S) with ``http.client``: one connection per request, separate connect
+    and read timeouts, no proxies, no redirects, a bounded response size."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        who: str,
+        ca_file: Path | None,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        parts = urlsplit(base_url)
+        self.who = who
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_response_bytes = max_response_bytes
+        self.ssl_context: ssl.SSLContext | None = None
+        if self.https:
+            try:
+                self.ssl_context = ssl.create_default_context(
+                    cafile=str(ca_file) if ca_file is not None else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise KeyDenied(
+                    f"{who}: cannot load ca_file {str(ca_file)!r}: "
+                    f"{one_line(getattr(exc, 'strerror', None) or type(exc).__name__)}"
+                ) from None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        payload: Mapping[str, Any] | None = None,
+    ) -> HttpReply:
+        body = None if payload is None else json.dumps(payload).encode("utf-8")
+        all_headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **headers}
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        conn: http.client.HTTPConnection
+        if self.https:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.connect_timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        where = f"{self.host}:{self.port}"
+        try:
+            conn.connect()
+            if conn.sock is not None:
+                conn.sock.settimeout(self.read_timeout)
+            conn.request(method, self.prefix + path, body=body, headers=all_headers)
+            response = conn.getresponse()
+            raw = response.read(self.max_response_bytes + 1)
+            status = response.status
+            retry_after = response.getheader("Retry-After")
+        except ssl.SSLCertVerificationError as exc:
+            reason = one_line(exc.verify_message or "certificate verify failed")
+            raise KeyDenied(
+                f"{self.who}: TLS certificate of {where} not trusted ({reason}); "
+                "check ca_file and the address"
+            ) from None
+        except TimeoutError:
+            raise KeyUnavailable(f"{self.who}: {where} timed out") from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+            raise KeyUnavailable(f"{self.who}: cannot reach {where} ({one_line(reason)})") from None
+        finally:
+            conn.close()
+        if len(raw) > self.max_response_bytes:
+            raise KeyUnavailable(
+                f"{self.who}: response from {where} larger than {self.max_response_bytes} bytes"
+            )
+        try:
+            parsed = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        return HttpReply(status=status, json=parsed, retry_after=retry_after)
+
+
+def with_retries(
+    attempts: int, fn: Callable[[], _T], *, sleep: Callable[[float], None] = time.sleep
+) -> _T:
+    """Call ``fn``; on :class:`KeyUnavailable` try again (``attempts`` in total) with a short
+    jittered backoff. Other errors are final."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except KeyUnavailable:
+            if attempt >= attempts:
+                raise
+            sleep(random.uniform(0.05, min(1.0, 0.1 * 2**attempt)))  # noqa: S311 -- jitter
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class CallCounter:
+    """Thread-safe per-operation API call counts, exposed as the provider's ``calls``."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, op: str) -> None:
+        with self._lock:
+            self.calls[op] = self.calls.get(op, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.calls)

@@ -1,5 +1,5 @@
-"""Authentication building blocks: CI OIDC verification (``oidc``) and brute-force throttling
-(``throttle``). Not yet wired into request handling."""
+"""Authentication: the per-request authenticator (``authenticator``), CI OIDC verification
+(``oidc``) and brute-force throttling (``throttle``)."""
 
 from stateward.auth.oidc import (
     ClaimRule,

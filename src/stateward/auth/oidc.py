@@ -6,8 +6,8 @@ against the issuer's published keys, the audience (so a token minted for another
 useless here) and the claim rules (any repository on github.com can obtain a valid token from
 the same issuer, so the rules, not the signature, decide *whose* token it is).
 
-This module is not yet called on requests; the authenticator will use :func:`looks_like_jwt`
-to tell JWTs from stateward tokens and :meth:`OidcVerifier.verify` to check them.
+The authenticator (``auth/authenticator.py``) uses :func:`looks_like_jwt` to tell JWTs from
+stateward tokens and :meth:`OidcVerifier.verify` to check them.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Secrets are returned once by :meth:`TokenOps.create_token` and never stored, logged, recorded
 or put into an exception; the database holds only their keyed hash (``crypto/tokens.py``).
-Tokens are not yet checked on requests: the transports will call
-:meth:`TokenOps.authenticate_token` once authentication is wired in.
+Every request is authenticated through :meth:`TokenOps.authenticate_token` (called by
+``auth/authenticator.py``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import logging
 import platform
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -422,3 +423,16 @@ def test_observability_settings() -> None:
     assert defaults.log_format == "text" and defaults.metrics_public is False
     with pytest.raises(ConfigError, match="log_format"):
         load_settings(None, {}, env={"STATEWARD_LOG_FORMAT": "xml"})
+
+
+def test_lock_held_time_is_observed_on_release(server: ServerProcess) -> None:
+    before = value(samples(scrape(server)), "stateward_lock_held_seconds_count")
+    url = server.state_url(f"held/{uuid.uuid4().hex[:6]}/prod")
+    for _ in range(2):
+        body = lock_body()
+        assert httpx.request("LOCK", url, content=body).status_code == 200
+        assert httpx.request("UNLOCK", url, content=body).status_code == 200
+    assert httpx.request("LOCK", url, content=lock_body()).status_code == 200
+    assert httpx.request("UNLOCK", url).status_code == 200  # force-unlock
+    after = value(samples(scrape(server)), "stateward_lock_held_seconds_count")
+    assert after - before == 3

@@ -114,6 +114,13 @@ ALERTS = Counter(
     ["rule_kind"],
     registry=REGISTRY,
 )
+LOCK_HELD = Histogram(
+    "stateward_lock_held_seconds",
+    "How long state locks were held, observed when they are released (unlock, force-unlock, "
+    "break-lock): what other clients of the path waited for at most.",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+    registry=REGISTRY,
+)
 BUILD = Info("stateward_build", "The running stateward build.", registry=REGISTRY)
 BUILD.info({"version": __version__, "python": platform.python_version()})
 ProcessCollector(registry=REGISTRY)
@@ -138,6 +145,11 @@ def auth_failed(reason: str) -> None:
 def lock_conflict() -> None:
     """Count one lock conflict (HTTP 423 responses are counted by the middleware already)."""
     LOCK_CONFLICTS.inc()
+
+
+def lock_released(held_seconds: float) -> None:
+    """Observe how long a released lock was held."""
+    LOCK_HELD.observe(max(0.0, held_seconds))
 
 
 def audit_write_failed() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from stateward import metrics
 from stateward.actions import Action
 from stateward.audit import context as audit_context
 from stateward.errors import Locked, NotFound
@@ -81,6 +82,9 @@ class LockOps(ServiceBase):
         validate_path(path)
         with self._write_tx() as conn:
             if info is not None:
+                held = repo.get_lock(conn, path)
+                if held is not None and held.lock_id == info.id:
+                    metrics.lock_released(self.clock() - held.acquired_at)
                 if repo.delete_lock(conn, path, info.id):
                     if force:
                         self._record(conn, who, "force-unlock", path, f"released lock {info.id}")
@@ -96,6 +100,7 @@ class LockOps(ServiceBase):
             if held is None:
                 return
             audit_context.note(lock_id=held.lock_id)
+            metrics.lock_released(self.clock() - held.acquired_at)
             repo.delete_lock(conn, path, held.lock_id)
             self._record(
                 conn,
@@ -137,6 +142,7 @@ class LockOps(ServiceBase):
             held = repo.get_lock(conn, path)
             if held is None:
                 raise NotFound(f"{path} is not locked")
+            metrics.lock_released(self.clock() - held.acquired_at)
             repo.delete_lock(conn, path, held.lock_id)
             self._record(
                 conn, who, "break-lock", path, f"broke lock {held.lock_id} held by {held.who}"

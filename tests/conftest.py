@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,12 +12,17 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from tests.support import TERRAFORM_111, ServerProcess, terraform_015
 
-pytest_plugins = ["tests.aws"]
+if TYPE_CHECKING:  # imported by pytest as a plugin (below): not before, or no assert rewriting
+    from tests.pg import Store
+
+pytest_plugins = ["tests.aws", "tests.pg"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", orphan_min_age_seconds=0)
+def settings(tmp_path: Path, store: Store) -> Settings:
+    """Settings of a fresh store; ``store`` runs every test using them on SQLite and on
+    PostgreSQL (tests/pg.py)."""
+    return store.settings(tmp_path / "data", orphan_min_age_seconds=0)
 
 
 @pytest.fixture

@@ -22,12 +22,12 @@ import httpx
 import pytest
 
 from stateward.actions import ACTION_TABLE, GRANTS, Action
-from stateward.config import Settings
 from stateward.errors import Forbidden, ServiceError
 from stateward.policy_model import DAYS, Role, Rule, TimeWindow
 from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
+from tests.pg import Store
 from tests.support import ServerProcess, lock_body, make_state, md5_b64
 
 P = "m/app/prod"  # a live state with two versions
@@ -103,8 +103,9 @@ def _roles() -> dict[str, Role]:
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Iterator[StateService]:
-    service = build_service(Settings(data_dir=tmp_path / "d", roles=_roles()))
+def svc(tmp_path: Path, store: Store) -> Iterator[StateService]:
+    """The service-level matrix runs on both metadata stores (SQLite, PostgreSQL)."""
+    service = build_service(store.settings(tmp_path / "d", roles=_roles()))
     lineage = str(uuid.uuid4())
     service.write(ADMIN, P, make_state(serial=1, lineage=lineage))
     service.write(ADMIN, P, make_state(serial=2, lineage=lineage))

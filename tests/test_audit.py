@@ -143,6 +143,7 @@ def trail(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def sql(srv: ServerProcess, statement: str, *args: Any) -> list[Any]:
+    """SQLite only: tampering goes straight to the server's database file."""
     db = sqlite3.connect(srv.data_dir / "stateward.db")
     try:
         rows = db.execute(statement, args).fetchall()

@@ -1,7 +1,9 @@
 """Encryption at rest: the barrier's envelope, key providers, rotation, rewrap and faults.
 
 Every test drives the real service on a real data directory and then inspects (or damages)
-the bytes on disk, because the claims are about what is on disk.
+the bytes on disk, because the claims are about what is on disk. The service-level tests run on
+both metadata stores (the ``store`` fixture: SQLite and PostgreSQL); the blobs are files in the
+data directory on both.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from stateward.config import EncryptionRule, Settings
+from stateward.config import EncryptionRule
 from stateward.crypto.barrier import FORMAT_PLAIN, MAGIC, Barrier, BlobCorrupt, parse_header
 from stateward.crypto.keyring import KeyRing
 from stateward.crypto.providers.base import (
@@ -39,6 +42,8 @@ from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage.blobs import FileBlobStore
+from stateward.storage.schema import versions
+from tests.pg import Store, db_dump
 from tests.support import make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
@@ -57,9 +62,9 @@ def secret_state(serial: int = 1, lineage: str = "3f1d2c4b-aaaa-bbbb-cccc-000000
 
 def blob_file(svc: StateService, path: str, seq: int) -> Path:
     with svc.engine.connect() as conn:
-        (key,) = conn.exec_driver_sql(
-            "SELECT blob_key FROM versions WHERE path = ? AND seq = ?", (path, seq)
-        ).one()
+        key = conn.execute(
+            select(versions.c.blob_key).where(versions.c.path == path, versions.c.seq == seq)
+        ).scalar_one()
     return svc.settings.blob_dir / key[:2] / key
 
 
@@ -70,14 +75,12 @@ def all_bytes(root: Path) -> Iterator[tuple[Path, bytes]]:
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Iterator[StateService]:
-    service = build_service(Settings(data_dir=tmp_path / "d"))
-    yield service
-    service.engine.dispose()
+def svc(tmp_path: Path, store: Store) -> StateService:
+    return store.build(tmp_path / "d")
 
 
 def reopen(service: StateService, **changes: Any) -> StateService:
-    """A fresh service on the same data dir (a restart), optionally with other settings."""
+    """A fresh service on the same store (a restart), optionally with other settings."""
     service.engine.dispose()
     return build_service(service.settings.model_copy(update=changes))
 
@@ -182,10 +185,10 @@ def test_rewrap_changes_only_the_key_header(svc: StateService) -> None:
     assert before[o1:] == after[o2:]  # same nonce and ciphertext: no re-encryption
 
 
-def test_providers_per_path_glob_and_moving_a_path(tmp_path: Path) -> None:
+def test_providers_per_path_glob_and_moving_a_path(store: Store, tmp_path: Path) -> None:
     os.environ["SW_TEST_PASSPHRASE"] = "correct horse battery staple 42"
-    base = Settings(
-        data_dir=tmp_path / "d",
+    base = store.settings(
+        tmp_path / "d",
         key_providers={
             "prod-pass": PassphraseConfig(passphrase_env="SW_TEST_PASSPHRASE"),
             "dev-file": KeyfileConfig(path=tmp_path / "keys" / "dev.key", create=True),
@@ -224,13 +227,13 @@ def test_providers_per_path_glob_and_moving_a_path(tmp_path: Path) -> None:
         svc.engine.dispose()
 
 
-def test_passphrase_rotation_with_old_passphrase(tmp_path: Path) -> None:
+def test_passphrase_rotation_with_old_passphrase(store: Store, tmp_path: Path) -> None:
     os.environ["SW_OLD"] = "old passphrase, long enough"
     os.environ["SW_NEW"] = "new passphrase, long enough"
     try:
         cfg = {"p": PassphraseConfig(passphrase_env="SW_OLD")}
         rule = [EncryptionRule(paths=["**"], provider="p")]
-        svc = build_service(Settings(data_dir=tmp_path / "d", key_providers=cfg, encryption=rule))
+        svc = build_service(store.settings(tmp_path / "d", key_providers=cfg, encryption=rule))
         body = secret_state()
         svc.write(ADMIN, "p/x", body)
         new = {"p": PassphraseConfig(passphrase_env="SW_NEW", old_passphrase_envs=["SW_OLD"])}
@@ -423,18 +426,20 @@ def test_seal_open_round_trip(tmp_path: Path, body: bytes, path: str) -> None:
         assert body not in sealed.data or len(body) < 4
 
 
-def test_database_holds_no_state_content(svc: StateService) -> None:
+def test_database_holds_no_state_content(svc: StateService, store: Store) -> None:
     svc.write(ADMIN, "db/x", secret_state())
-    db = sqlite3.connect(svc.settings.db_path)
-    dump = "\n".join(db.iterdump()).encode()
-    db.close()
-    assert MARKER not in dump
+    assert MARKER not in db_dump(svc.engine)
+    if not store.postgres:  # SQLite: the whole file's SQL dump too
+        db = sqlite3.connect(svc.settings.db_path)
+        dump = "\n".join(db.iterdump()).encode()
+        db.close()
+        assert MARKER not in dump
 
 
 # -- OpenTofu client-side encryption required by policy -------------------------------------
 
 
-def test_client_encryption_policy(tmp_path: Path) -> None:
+def test_client_encryption_policy(store: Store, tmp_path: Path) -> None:
     import re
 
     from stateward.config import ClientEncryptionRule
@@ -445,7 +450,7 @@ def test_client_encryption_policy(tmp_path: Path) -> None:
         ClientEncryptionRule(paths=["kms/**"], key_providers=["aws_kms"]),
         ClientEncryptionRule(paths=["prod/**"]),
     ]
-    svc = build_service(Settings(data_dir=tmp_path / "d", client_encryption=rules))
+    svc = build_service(store.settings(tmp_path / "d", client_encryption=rules))
     try:
         with pytest.raises(Forbidden, match="requires OpenTofu client-side encryption"):
             svc.write(ADMIN, "prod/net", secret_state())
@@ -469,14 +474,14 @@ def test_client_encryption_policy(tmp_path: Path) -> None:
         svc.engine.dispose()
 
 
-def test_export_as_opentofu_encrypted_files(tmp_path: Path) -> None:
+def test_export_as_opentofu_encrypted_files(store: Store, tmp_path: Path) -> None:
     import subprocess
     import sys
 
     from tests.support import TOFU_ENCRYPTED
 
     data = tmp_path / "d"
-    svc = build_service(Settings(data_dir=data))
+    svc = build_service(store.settings(data))
     plain = secret_state()
     svc.write(ADMIN, "team/net/prod", plain)
     svc.write(ADMIN, "team/enc/prod", TOFU_ENCRYPTED)
@@ -489,7 +494,7 @@ def test_export_as_opentofu_encrypted_files(tmp_path: Path) -> None:
         '[state]\nmethod = "method.aes_gcm.m"\n'
     )
     env = {**os.environ, "EXPORT_PASS": "export passphrase 1234"}
-    env = {k: v for k, v in env.items() if not k.startswith("STATEWARD_")}
+    env = {k: v for k, v in env.items() if not k.startswith("STATEWARD_")} | store.env(data)
     out = tmp_path / "out"
 
     def sw(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -1,4 +1,5 @@
-"""StateService against the real embedded store (SQLite + files)."""
+"""StateService against real stores: every test runs on SQLite and on PostgreSQL (the
+``store`` fixture, tests/pg.py), blobs in files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from stateward.config import LeaseRule, RetentionRule, Settings
 from stateward.errors import Conflict, Forbidden, Locked, NotFound, TooLarge
 from stateward.principal import Principal
 from stateward.service.core import StateService
-from stateward.service.factory import build_service
+from tests.pg import Store
 from tests.support import lock_body, make_state
 
 ALICE = Principal("alice", roles=("admin",))
@@ -26,8 +27,8 @@ class Clock:
         return self.now
 
 
-def make_service(tmp_path: Path, **kw: object) -> tuple[StateService, Clock]:
-    svc = build_service(Settings(data_dir=tmp_path / "d", orphan_min_age_seconds=0, **kw))
+def make_service(store: Store, tmp_path: Path, **kw: object) -> tuple[StateService, Clock]:
+    svc = store.build(tmp_path / "d", orphan_min_age_seconds=0, **kw)
     clock = Clock()
     svc.clock = clock
     return svc, clock
@@ -108,8 +109,8 @@ def test_guards_and_override(service: StateService) -> None:
     assert "override-next-write" in actions and "override-consumed" in actions
 
 
-def test_body_limit(tmp_path: Path) -> None:
-    svc, _ = make_service(tmp_path, max_body_bytes=2048)
+def test_body_limit(store: Store, tmp_path: Path) -> None:
+    svc, _ = make_service(store, tmp_path, max_body_bytes=2048)
     with pytest.raises(TooLarge):
         svc.write(ALICE, P, make_state(pad=4096))
 
@@ -129,8 +130,8 @@ def test_lock_listing_and_break(service: StateService) -> None:
         service.break_lock(ALICE, P)
 
 
-def test_lock_lease_breaks_stale_lock_only_after_lease(tmp_path: Path) -> None:
-    svc, clock = make_service(tmp_path, lock_leases=[LeaseRule(path="ci/**", seconds=60)])
+def test_lock_lease_breaks_stale_lock_only_after_lease(store: Store, tmp_path: Path) -> None:
+    svc, clock = make_service(store, tmp_path, lock_leases=[LeaseRule(path="ci/**", seconds=60)])
     svc.lock(ALICE, "ci/x", lock_body("old"))
     svc.lock(ALICE, P, lock_body("old"))
     clock.now += 61
@@ -175,8 +176,8 @@ def test_write_after_delete_starts_fresh_but_keeps_history(service: StateService
     assert [v.lineage for v in service.history(ALICE, P)] == ["new", "old"]
 
 
-def test_protected_paths(tmp_path: Path) -> None:
-    svc, _ = make_service(tmp_path, protected_paths=["prod/**"])
+def test_protected_paths(store: Store, tmp_path: Path) -> None:
+    svc, _ = make_service(store, tmp_path, protected_paths=["prod/**"])
     svc.write(ALICE, "prod/db", make_state())
     with pytest.raises(Forbidden):
         svc.delete(ALICE, "prod/db")
@@ -188,9 +189,9 @@ def test_protected_paths(tmp_path: Path) -> None:
     svc.delete(ALICE, "dev/db")
 
 
-def test_retention_keeps_current_and_rules(tmp_path: Path) -> None:
+def test_retention_keeps_current_and_rules(store: Store, tmp_path: Path) -> None:
     svc, clock = make_service(
-        tmp_path, retention=[RetentionRule(path="dev/**", keep_versions=2),
+        store, tmp_path, retention=[RetentionRule(path="dev/**", keep_versions=2),
                              RetentionRule(path="old/**", keep_days=1)])
     for serial in range(1, 6):
         svc.write(ALICE, "dev/a", make_state(serial=serial, lineage="l"))
@@ -208,8 +209,8 @@ def test_retention_keeps_current_and_rules(tmp_path: Path) -> None:
     assert svc.read(ALICE, "dev/a") is not None
 
 
-def test_deleted_paths_purged_after_grace(tmp_path: Path) -> None:
-    svc, clock = make_service(tmp_path, delete_grace_days=1, protected_paths=[])
+def test_deleted_paths_purged_after_grace(store: Store, tmp_path: Path) -> None:
+    svc, clock = make_service(store, tmp_path, delete_grace_days=1, protected_paths=[])
     svc.write(ALICE, "a/b", make_state())
     svc.delete(ALICE, "a/b")
     assert svc.run_maintenance(ALICE).paths_purged == 0
@@ -237,3 +238,31 @@ def test_maintenance_removes_partial_blob_writes(service: StateService,
     partial.write_bytes(b"half a blob")
     assert service.run_maintenance(ALICE).orphans_removed == 1
     assert not partial.exists() and service.read(ALICE, P) is not None
+
+
+def test_listings_sort_paths_bytewise_on_every_store(service: StateService) -> None:
+    """Paths sort as bytes (SQLite's BINARY collation, PostgreSQL's "C"), whatever the
+    database's locale: the test PostgreSQL databases default to ICU en-US, which would put
+    ``a-b`` after ``ab`` and ``B`` next to ``b``."""
+    paths = ["ab/x", "a-b/x", "a.b/x", "a/x", "a_b/x", "B/x", "b/x", "a/x/y", "a0/x"]
+    for p in paths:
+        service.write(ALICE, p, make_state())
+        service.lock(ALICE, p, lock_body(f"L-{p}"))
+    assert [s.path for s in service.list_states(ALICE)] == sorted(paths)
+    assert [lock.path for lock in service.list_locks(ALICE)] == sorted(paths)
+
+
+def test_longest_principal_names_are_stored_on_every_store(service: StateService) -> None:
+    """An OIDC identity's name (``oidc:<host>:<sub>``) can reach 515 characters: SQLite never
+    enforced the declared 256, and PostgreSQL must not refuse it either."""
+    who = Principal("oidc:" + "h" * 253 + ":" + "s" * 256, roles=("admin",))
+    assert len(who.name) == 515
+    service.write(who, P, make_state(serial=1, lineage="lin"))
+    service.lock(who, P, lock_body("L"))
+    service.break_lock(who, P)
+    service.create_token(who, "long-creator", ["reader"])
+    service.delete(who, P)
+    assert service.history(ALICE, P)[0].author == who.name
+    assert service.events(ALICE, P)[0].principal == who.name
+    assert service.list_tokens(ALICE)[0].created_by == who.name
+    assert service.list_states(ALICE, include_deleted=True)[0].deleted_at is not None

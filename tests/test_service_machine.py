@@ -9,6 +9,8 @@ history, lock holder, deletion and protection. On top of the model:
 - stored versions are immutable (a version's body never changes once written);
 - the current serial of a lineage only grows, except through the modelled exemptions
   (rollback, admin override, the first write after a delete or to an empty path).
+
+It runs once per metadata store (SQLite, PostgreSQL), each run on a fresh database.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ from typing import Any
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
-from stateward.config import Settings
 from stateward.errors import Conflict, Forbidden, Locked, NotFound, ServiceError
 from stateward.principal import Principal
 from stateward.service.factory import build_service
+from tests.pg import Store
 from tests.support import lock_body, make_state, tofu_force_unlock_body
 
 WHO = Principal("machine", roles=("admin",))
@@ -52,11 +60,14 @@ def summary(body: bytes) -> tuple[str, int]:
 
 
 class ServiceMachine(RuleBasedStateMachine):
+    #: The metadata store of every run (set per test: SQLite or PostgreSQL).
+    store: Store
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="stateward-machine-")
         self.svc = build_service(
-            Settings(data_dir=Path(self.tmp) / "data", orphan_min_age_seconds=0)
+            self.store.settings(Path(self.tmp) / "data", orphan_min_age_seconds=0)
         )
         # -- the model of PATH
         self.versions: dict[int, bytes] = {}  # seq -> body, every version ever created
@@ -79,6 +90,7 @@ class ServiceMachine(RuleBasedStateMachine):
                 assert self.observe(NEIGHBOUR) == self.neighbour, "another path changed"
         finally:
             self.svc.engine.dispose()
+            self.store.release(Path(self.tmp) / "data")  # a fresh database per run
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- observation ----------------------------------------------------------------------
@@ -350,5 +362,9 @@ class ServiceMachine(RuleBasedStateMachine):
         self.exempt = False
 
 
-TestServiceMachine = ServiceMachine.TestCase
-TestServiceMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+def test_service_machine(store: Store) -> None:
+    """The machine on each store (a fresh database, or data dir, per run)."""
+    machine = type("ServiceMachine", (ServiceMachine,), {"store": store})
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=40, stateful_step_count=25, deadline=None)
+    )

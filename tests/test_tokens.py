@@ -25,6 +25,7 @@ from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.tokens import LAST_USED_RESOLUTION, validate_glob
+from tests.pg import db_dump
 
 WHO = Principal(name="tester", roles=("admin",))
 T0 = 1_800_000_000.0
@@ -73,9 +74,12 @@ def test_secret_and_key_never_in_database_or_data_dir(svc: StateService) -> None
     assert svc.authenticate_token(secret) is not None
     svc.revoke_token(WHO, "a")
     key = svc.token_key_path.read_bytes()
+    raw = base64.urlsafe_b64decode(secret[4:] + "=")
+    dump = db_dump(svc.engine)  # every stored value, on either store
+    for needle in (secret.encode(), raw, raw.hex().encode(), key, key.hex().encode()):
+        assert needle not in dump
     svc.engine.dispose()
     data_dir = svc.settings.data_dir
-    raw = base64.urlsafe_b64decode(secret[4:] + "=")
     for f in files_under(data_dir):
         blob = f.read_bytes()
         assert secret.encode() not in blob and raw not in blob, f
@@ -269,6 +273,7 @@ def test_bad_key_file_refused(tmp_path: Path, content: bytes, mode: int, needle:
 
 
 def test_token_from_another_data_dir_or_key_does_not_authenticate(tmp_path: Path) -> None:
+    # SQLite only: copies the database file between data dirs.
     a = build_service(Settings(data_dir=tmp_path / "a"))
     _, secret = a.create_token(WHO, "ci", ["writer"])
     a.engine.dispose()
@@ -304,6 +309,7 @@ def test_nothing_prints_a_secret_or_key(svc: StateService) -> None:
 
 
 def test_existing_data_dir_gains_the_tokens_table(tmp_path: Path) -> None:
+    # SQLite only: an embedded data dir from an earlier release.
     svc = build_service(Settings(data_dir=tmp_path / "d"))
     with svc.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE tokens")  # a data dir from before tokens existed

@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from stateward.alerts.rules import AlertRules, WebhookConfig
 from stateward.audit.sinks import SinkConfig
@@ -111,9 +113,14 @@ class CertPrincipal(BaseModel):
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a rejected database_url must not echo its password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Path("stateward-data")
+    #: Metadata store. None: the embedded SQLite database in ``data_dir``;
+    #: ``postgresql+psycopg://user:password@host:port/db`` (or ``postgresql://…``): PostgreSQL.
+    #: Kept out of ``repr`` (it may hold a password); show it with :meth:`database_display`.
+    database_url: str | None = Field(default=None, repr=False, max_length=4096)
     host: str = "127.0.0.1"
     port: int = Field(default=7480, ge=0, le=65535)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
@@ -198,6 +205,32 @@ class Settings(BaseModel):
             if net.prefixlen == 0:
                 raise ValueError(f"trusted proxy {cidr!r} would trust every address")
         return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        try:
+            url = make_url(v.strip())
+        except ArgumentError:
+            raise ValueError(
+                "database_url is not a URL; use postgresql+psycopg://user:password@host:5432/db"
+            ) from None
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        if url.drivername != "postgresql+psycopg" or not url.database:
+            raise ValueError(
+                f"database_url {url.render_as_string(hide_password=True)!r} is not supported: "
+                "use postgresql+psycopg://user:password@host:5432/db (unset = embedded SQLite)"
+            )
+        return url.render_as_string(hide_password=False)
+
+    def database_display(self) -> str:
+        """The metadata store for messages and logs, never with its password."""
+        if self.database_url is None:
+            return f"sqlite:///{self.db_path}"
+        return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
     def serves_loopback_only(self) -> bool:

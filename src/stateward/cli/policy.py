@@ -24,7 +24,8 @@ def _print(finding: Finding) -> None:
 
 def _active_tokens(obj: CliContext) -> list[TokenSummary]:
     """Tokens of the data dir, if it exists (linting a config must not create a data dir)."""
-    if not obj.settings().db_path.exists():
+    settings = obj.settings()
+    if settings.database_url is None and not settings.db_path.exists():
         return []
     now = time.time()
     return [

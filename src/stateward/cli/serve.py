@@ -63,6 +63,7 @@ def serve(
     from stateward.http.tls import PeerCertH11Protocol, TlsConfig
     from stateward.logs import configure as configure_logging
     from stateward.service.factory import build_service, key_beside_data
+    from stateward.storage.engine import MetadataStoreError
 
     settings = obj.settings(
         data_dir=data_dir or obj.flags.get("data_dir"),
@@ -81,7 +82,7 @@ def serve(
         raise click.ClickException(str(exc)) from None
     try:
         service = build_service(settings)
-    except KeyProviderError as exc:  # a key that cannot be loaded: do not serve
+    except (KeyProviderError, MetadataStoreError) as exc:  # no keys or no database: do not serve
         raise click.ClickException(str(exc)) from None
     for hook in settings.alert_webhooks:  # a webhook secret that cannot be loaded: neither
         try:
@@ -119,7 +120,9 @@ def serve(
         settings.log_format,
         logging.INFO,
         f"stateward serving {scheme}://{settings.host}:{settings.port}/state/<path> "
-        f"(data: {settings.data_dir})",
+        f"(data: {settings.data_dir}"
+        + ("" if settings.database_url is None else f", metadata: {settings.database_display()}")
+        + ")",
     )
     tls_options: dict[str, Any] = {}
     if tls:

@@ -18,9 +18,14 @@ from stateward.storage.schema import alerts, audit
 
 MAX_LIST = 1000
 MAX_ACK = 1000
+#: ``preserve_rowcount``: an INSERT's rowcount is kept only when asked (see repo._INSERT_LOCK).
 _INSERT_ALERT = {
-    "postgresql": postgresql.insert(alerts).on_conflict_do_nothing(index_elements=["dedup"]),
-    "sqlite": sqlite.insert(alerts).on_conflict_do_nothing(index_elements=["dedup"]),
+    "postgresql": postgresql.insert(alerts)
+    .on_conflict_do_nothing(index_elements=["dedup"])
+    .execution_options(preserve_rowcount=True),
+    "sqlite": sqlite.insert(alerts)
+    .on_conflict_do_nothing(index_elements=["dedup"])
+    .execution_options(preserve_rowcount=True),
 }
 
 

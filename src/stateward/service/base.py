@@ -1,9 +1,11 @@
 """What every part of the service shares: transactions, blob loading, version inserts.
 
-Every mutating operation runs its checks and its change inside one metadata transaction
-(``BEGIN IMMEDIATE`` on SQLite, row locks on PostgreSQL), so a check can never be separated
-from the change it guards. Blobs are written *before* the transaction that points at them: a
-crash in between leaves an orphan blob (collected later), never a dangling pointer.
+Every mutating operation runs its checks and its change inside one metadata transaction, and
+write transactions run one at a time (``BEGIN IMMEDIATE`` on SQLite, a transaction-level
+advisory lock on PostgreSQL: storage/engine.py), so a check can never be separated from the
+change it guards, on one server or across replicas. Blobs are written *before* the
+transaction that points at them: a crash in between leaves an orphan blob (collected later),
+never a dangling pointer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from stateward import statefile
 from stateward.actions import Action
@@ -29,7 +31,7 @@ from stateward.audit.record import AuditRecord, Outcome
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt, KeyRef
 from stateward.crypto.providers.base import KeyDenied, KeyInvalid, KeyUnavailable
-from stateward.errors import Forbidden, NotFound, Unavailable
+from stateward.errors import BadRequest, Forbidden, NotFound, Unavailable
 from stateward.globs import glob_match
 from stateward.paths import validate_path
 from stateward.policy import STORE_WIDE, Decision, PolicyConfig, ReadScope, decide, read_scope
@@ -118,6 +120,10 @@ class ServiceBase:
                     pending = self._append_audit(conn, self._audit_record(ctx, "ok", 200))
         except OperationalError as exc:
             raise Unavailable("metadata store is unavailable, retry later") from exc
+        except DataError as exc:
+            # A value the store refuses to hold (PostgreSQL: a NUL character in text, an
+            # integer past 64 bits); SQLite stores the former. Never echo the value.
+            raise BadRequest(_data_error_reason(exc)) from exc
         if pending is not None:
             assert ctx is not None
             ctx.recorded = True
@@ -335,6 +341,15 @@ class ServiceBase:
         except Unavailable:
             return False
         return True
+
+
+def _data_error_reason(exc: DataError) -> str:
+    text = str(exc.orig)
+    if "NUL" in text:
+        return "the request holds a NUL character, which the metadata store cannot hold"
+    if "out of range" in text:
+        return "the request holds a number out of the metadata store's range"
+    return "the request holds a value the metadata store cannot hold"
 
 
 def _ua_version(user_agent: str) -> str:

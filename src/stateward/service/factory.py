@@ -1,9 +1,12 @@
-"""Assemble a StateService from settings (the embedded default: SQLite + files)."""
+"""Assemble a StateService from settings: metadata in the embedded SQLite database (default) or
+in PostgreSQL (``database_url``); blobs in files under the data directory."""
 
 from __future__ import annotations
 
 import logging
 import os
+
+from sqlalchemy import Engine
 
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
@@ -20,7 +23,7 @@ from stateward.crypto.providers.local import (
 from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
 from stateward.service.core import StateService
 from stateward.storage.blobs import FileBlobStore
-from stateward.storage.engine import init_schema, sqlite_engine
+from stateward.storage.engine import init_schema, postgres_engine, sqlite_engine
 
 log = logging.getLogger("stateward")
 
@@ -59,14 +62,26 @@ def key_beside_data(settings: Settings, providers: dict[str, KeyProvider]) -> li
     return out
 
 
+def metadata_engine(settings: Settings) -> Engine:
+    """The metadata store's engine: PostgreSQL if ``database_url`` is set, else SQLite."""
+    if settings.database_url is not None:
+        log.debug("metadata store: %s", settings.database_display())
+        return postgres_engine(settings.database_url)
+    return sqlite_engine(settings.db_path)
+
+
 def build_service(settings: Settings) -> StateService:
     """Open (creating if needed) the data directory and return a ready service."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data_dir, 0o700)
-    engine = sqlite_engine(settings.db_path)
-    init_schema(engine)
-    providers = build_providers(settings)
+    engine = metadata_engine(settings)
+    try:
+        init_schema(engine)
+        providers = build_providers(settings)
+    except BaseException:
+        engine.dispose()
+        raise
     rules = [(glob, rule.provider) for rule in settings.encryption for glob in rule.paths]
     keys = KeyRing(
         providers,

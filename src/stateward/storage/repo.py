@@ -74,9 +74,15 @@ _DELETE_LOCK_ID = _DELETE_LOCK.where(locks.c.lock_id == bindparam("lock_id"))
 _INSERT_VERSION = insert(versions)
 _INSERT_STATE = insert(states)
 #: The lock compare-and-set, per dialect; values are passed as parameters at execution.
+#: ``preserve_rowcount``: SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg
+#: reports -1 once the cursor is closed; sqlite3 happens to keep it).
 _INSERT_LOCK = {
-    "postgresql": postgresql.insert(locks).on_conflict_do_nothing(index_elements=["path"]),
-    "sqlite": sqlite.insert(locks).on_conflict_do_nothing(index_elements=["path"]),
+    "postgresql": postgresql.insert(locks)
+    .on_conflict_do_nothing(index_elements=["path"])
+    .execution_options(preserve_rowcount=True),
+    "sqlite": sqlite.insert(locks)
+    .on_conflict_do_nothing(index_elements=["path"])
+    .execution_options(preserve_rowcount=True),
 }
 _ADVANCE_STATE = (
     update(states)

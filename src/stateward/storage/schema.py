@@ -1,4 +1,10 @@
-"""Metadata tables (SQLAlchemy Core), shared by SQLite and (later) PostgreSQL."""
+"""Metadata tables (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+The same types on both: ``Float`` is a double on both (timestamps keep their microseconds),
+``LargeBinary`` is a BLOB / BYTEA, ``BigInteger`` a 64-bit integer. PostgreSQL enforces the
+``String`` lengths that SQLite only declares: every value is bounded before it gets here, and
+the columns holding principal names are TEXT there (:func:`_principal`).
+"""
 
 from __future__ import annotations
 
@@ -17,20 +23,37 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData()
+
+
+def _path() -> TypeEngine[str]:
+    """A state path. On PostgreSQL with the "C" collation: paths sort byte-wise, as SQLite's
+    BINARY collation sorts them, whatever the database's locale (``en_US`` would ignore the
+    punctuation in ``team/app-x``), so listings come out in the same order on both stores."""
+    return String(256).with_variant(postgresql.VARCHAR(256, collation="C"), "postgresql")
+
+
+def _principal() -> TypeEngine[str]:
+    """A principal's name, copied from ``Principal.name``. SQLite never enforced the declared
+    256; names are bounded where they are made (the longest, ``oidc:<host>:<sub>``, reaches 515
+    characters), so PostgreSQL gets TEXT rather than refusing a long CI identity."""
+    return String(256).with_variant(Text(), "postgresql")
+
 
 #: One row per state path. ``current_seq`` points at the current version (NULL: no state yet).
 states = Table(
     "states",
     metadata,
-    Column("path", String(256), primary_key=True),
+    Column("path", _path(), primary_key=True),
     Column("current_seq", Integer, nullable=True),
     Column("next_seq", Integer, nullable=False, default=1),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("deleted_at", Float, nullable=True),
-    Column("deleted_by", String(256), nullable=True),
+    Column("deleted_by", _principal(), nullable=True),
     Column("protected", Boolean, nullable=False, default=False),
     Column("override_next_write", Boolean, nullable=False, default=False),
 )
@@ -40,7 +63,7 @@ versions = Table(
     "versions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", String(256), ForeignKey("states.path"), nullable=False),
+    Column("path", _path(), ForeignKey("states.path"), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("serial", BigInteger, nullable=False),
     Column("lineage", String(128), nullable=False),
@@ -49,7 +72,7 @@ versions = Table(
     Column("md5", String(32), nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("blob_key", String(128), nullable=False, unique=True),
-    Column("author", String(256), nullable=False),
+    Column("author", _principal(), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("client_version", String(64), nullable=False, default=""),
     Column("terraform_version", String(64), nullable=False, default=""),
@@ -70,7 +93,7 @@ blob_keys = Table(
     "blob_keys",
     metadata,
     Column("blob_key", String(128), ForeignKey("versions.blob_key"), primary_key=True),
-    Column("path", String(256), nullable=False),
+    Column("path", _path(), nullable=False),
     Column("provider", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("key_id", String(512), nullable=False),
@@ -82,13 +105,13 @@ Index("ix_blob_keys_provider", blob_keys.c.provider, blob_keys.c.key_version)
 locks = Table(
     "locks",
     metadata,
-    Column("path", String(256), primary_key=True),
+    Column("path", _path(), primary_key=True),
     Column("lock_id", String(256), nullable=False),
     Column("info", LargeBinary, nullable=False),
     Column("who", String(256), nullable=False),
     Column("operation", String(256), nullable=False),
     Column("client_version", String(64), nullable=False),
-    Column("principal", String(256), nullable=False),
+    Column("principal", _principal(), nullable=False),
     Column("acquired_at", Float, nullable=False),
 )
 
@@ -98,9 +121,9 @@ events = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),
-    Column("principal", String(256), nullable=False),
+    Column("principal", _principal(), nullable=False),
     Column("action", String(64), nullable=False),
-    Column("path", String(256), nullable=True),
+    Column("path", _path(), nullable=True),
     Column("detail", Text, nullable=False, default=""),
 )
 Index("ix_events_path", events.c.path)
@@ -115,7 +138,7 @@ audit = Table(
     Column("at", Float, nullable=False),
     Column("principal", String(512), nullable=False),
     Column("action", String(32), nullable=False),
-    Column("path", String(256), nullable=True),
+    Column("path", _path(), nullable=True),
     Column("outcome", String(16), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
@@ -131,7 +154,7 @@ Index("ix_audit_at", audit.c.at)
 secret_scans = Table(
     "secret_scans",
     metadata,
-    Column("path", String(256), primary_key=True),
+    Column("path", _path(), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("scanned_at", Float, nullable=False),
     Column("findings", Integer, nullable=False),
@@ -141,7 +164,7 @@ secret_findings = Table(
     "secret_findings",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("path", String(256), nullable=False),
+    Column("path", _path(), nullable=False),
     Column("seq", Integer, nullable=False),
     Column("location", Text, nullable=False),
     Column("kind", String(64), nullable=False),
@@ -168,7 +191,7 @@ tokens = Table(
     Column("roles", Text, nullable=False),  # JSON list of role names
     Column("paths", Text, nullable=False),  # JSON list of path globs; [] = unrestricted
     Column("created_at", Float, nullable=False),
-    Column("created_by", String(256), nullable=False),
+    Column("created_by", _principal(), nullable=False),
     Column("expires_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
     Column("last_used_at", Float, nullable=True),
@@ -195,7 +218,7 @@ alerts = Table(
     Column("rule", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("severity", String(16), nullable=False),
-    Column("path", String(256), nullable=True),
+    Column("path", _path(), nullable=True),
     Column("principal", String(512), nullable=True),
     Column("summary", Text, nullable=False),
     Column("audit_seq", BigInteger, nullable=True),

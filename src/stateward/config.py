@@ -34,6 +34,7 @@ from stateward.crypto.providers.local import KeyfileConfig, PassphraseConfig
 from stateward.crypto.providers.vault_transit import VaultTransitConfig
 from stateward.globs import validate_glob
 from stateward.policy import Role, RoleName
+from stateward.storage.s3 import S3BlobStoreConfig
 
 ENV_PREFIX = "STATEWARD_"
 _PROVIDER_NAME_RE = re.compile(r"[a-z0-9._-]{1,64}")
@@ -121,6 +122,9 @@ class Settings(BaseModel):
     #: ``postgresql+psycopg://user:password@host:port/db`` (or ``postgresql://…``): PostgreSQL.
     #: Kept out of ``repr`` (it may hold a password); show it with :meth:`database_display`.
     database_url: str | None = Field(default=None, repr=False, max_length=4096)
+    #: Blob store. None: files under ``data_dir/blobs``; ``[blob_store] type = "s3"``: an S3
+    #: bucket (see docs/operations.md, "Scale-out"). File only.
+    blob_store: S3BlobStoreConfig | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=7480, ge=0, le=65535)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1024)
@@ -308,6 +312,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
             "audit_sinks",
             "alert_rules",
             "alert_webhooks",
+            "blob_store",
         )
         if key not in Settings.model_fields or key in non_scalar:
             raise ConfigError(f"unknown or non-scalar environment setting {name}")

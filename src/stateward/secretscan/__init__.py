@@ -80,6 +80,7 @@ __all__ = [
     "is_marker",
     "marker",
     "sanitize",
+    "sanitize_fully",
     "scan",
     "scan_report",
 ]
@@ -88,3 +89,18 @@ __all__ = [
 def scan(state: bytes) -> list[Finding]:
     """Where ``state`` (a Terraform/OpenTofu state body) holds secrets, in document order."""
     return list(scan_report(state).findings)
+
+
+def sanitize_fully(state: bytes, rounds: int = 5) -> bytes:
+    """Sanitize until a rescan finds nothing more to redact (at most ``rounds`` passes).
+
+    One pass can expose a new finding: redacting a credential inside an object can change how
+    a sibling value is judged (a name rule that yielded to the credential now applies). A copy
+    meant for sharing must be stable, so the sanitized download repeats until it is."""
+    out = state
+    for _ in range(rounds):
+        nxt = sanitize(out, scan(out))
+        if nxt == out:
+            return out
+        out = nxt
+    return out

@@ -1,5 +1,6 @@
 """Assemble a StateService from settings: metadata in the embedded SQLite database (default) or
-in PostgreSQL (``database_url``); blobs in files under the data directory."""
+in PostgreSQL (``database_url``); blobs in files under the data directory (default) or in an S3
+bucket (``[blob_store] type = "s3"``)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from stateward.crypto.providers.local import (
 )
 from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
 from stateward.service.core import StateService
-from stateward.storage.blobs import FileBlobStore
+from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import init_schema, postgres_engine, sqlite_engine
+from stateward.storage.s3 import S3BlobStore
 
 log = logging.getLogger("stateward")
 
@@ -70,6 +72,14 @@ def metadata_engine(settings: Settings) -> Engine:
     return sqlite_engine(settings.db_path)
 
 
+def blob_store(settings: Settings) -> BlobStore:
+    """The blob store: an S3 bucket if ``blob_store`` is configured, else files in data_dir."""
+    if settings.blob_store is not None:
+        log.debug("blob store: %r", settings.blob_store)
+        return S3BlobStore(settings.blob_store)
+    return FileBlobStore(settings.blob_dir)
+
+
 def build_service(settings: Settings) -> StateService:
     """Open (creating if needed) the data directory and return a ready service."""
     data_dir = settings.data_dir
@@ -79,6 +89,7 @@ def build_service(settings: Settings) -> StateService:
     try:
         init_schema(engine)
         providers = build_providers(settings)
+        blobs = blob_store(settings)
     except BaseException:
         engine.dispose()
         raise
@@ -90,4 +101,4 @@ def build_service(settings: Settings) -> StateService:
         max_age=settings.data_key_max_age_seconds,
         max_uses=settings.data_key_max_uses,
     )
-    return StateService(settings, engine, Barrier(FileBlobStore(settings.blob_dir), keys))
+    return StateService(settings, engine, Barrier(blobs, keys))

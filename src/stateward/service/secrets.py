@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select
 from stateward.actions import Action
 from stateward.errors import NotFound
 from stateward.principal import Principal
-from stateward.secretscan import Finding, sanitize, scan_report
+from stateward.secretscan import Finding, sanitize_fully, scan_report
 from stateward.service.base import ServiceBase
 from stateward.storage import repo
 from stateward.storage.schema import secret_findings, secret_scans, versions
@@ -60,8 +60,7 @@ class SecretOps(ServiceBase):
         self._authorize(who, Action.READ, path)
         seq = self._resolve_seq(path, seq)
         _view, row = self._version_row(path, seq)
-        body = self._load(path, row)
-        return sanitize(body, scan_report(body).findings)
+        return sanitize_fully(self._load(path, row))
 
     def _resolve_seq(self, path: str, seq: int | None) -> int:
         if seq is not None:

@@ -36,11 +36,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-import boto3  # type: ignore[import-untyped, unused-ignore]
-import botocore.config  # type: ignore[import-untyped, unused-ignore]
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stateward.aws import boto_client
 from stateward.crypto.providers._http import check_service_url
 from stateward.errors import Unavailable
 
@@ -148,18 +147,14 @@ class S3BlobStore:
 
     def _make_client(self) -> Any:
         cfg = self.config
-        client_config = botocore.config.Config(
-            connect_timeout=cfg.connect_timeout_seconds,
-            read_timeout=cfg.read_timeout_seconds,
-            retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
-            user_agent_extra="stateward",
-        )
         try:
-            return boto3.session.Session().client(
+            return boto_client(
                 "s3",
-                region_name=cfg.region,
+                region=cfg.region,
                 endpoint_url=cfg.endpoint_url,
-                config=client_config,
+                connect_timeout=cfg.connect_timeout_seconds,
+                read_timeout=cfg.read_timeout_seconds,
+                max_attempts=cfg.max_attempts,
             )
         except botocore.exceptions.BotoCoreError as exc:
             raise self._error("client setup", exc) from None

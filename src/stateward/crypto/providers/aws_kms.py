@@ -47,11 +47,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import boto3  # type: ignore[import-untyped, unused-ignore]
-import botocore.config  # type: ignore[import-untyped, unused-ignore]
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stateward.aws import boto_client
 from stateward.crypto.providers._http import check_service_url, one_line
 from stateward.crypto.providers.base import (
     DATA_KEY_BYTES,
@@ -150,19 +149,15 @@ class AwsKmsProvider:
 
     def _make_client(self) -> Any:
         cfg = self.config
-        client_config = botocore.config.Config(
-            connect_timeout=cfg.connect_timeout_seconds,
-            read_timeout=cfg.read_timeout_seconds,
-            retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
-            user_agent_extra="stateward",
-        )
         try:
-            session = boto3.session.Session(profile_name=cfg.profile)
-            return session.client(
+            return boto_client(
                 "kms",
-                region_name=cfg.region,
+                region=cfg.region,
                 endpoint_url=cfg.endpoint_url,
-                config=client_config,
+                connect_timeout=cfg.connect_timeout_seconds,
+                read_timeout=cfg.read_timeout_seconds,
+                max_attempts=cfg.max_attempts,
+                profile=cfg.profile,
             )
         except botocore.exceptions.BotoCoreError as exc:
             raise self._map_error("client setup", exc) from None

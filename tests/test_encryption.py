@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -345,7 +346,8 @@ def test_data_keys_are_reused_within_bounds(svc: StateService, kms: CountingProv
         svc.write(ADMIN, "hot/x", secret_state(serial, lineage))
     assert kms.calls == 3  # 250 writes, at most 100 blobs per data key
     keyring = svc.barrier.keys
-    keyring.clock = lambda: 10_000.0  # past max_age: the next write gets a new key
+    later = time.monotonic() + keyring.max_age + 1  # past max_age: the next write gets a new key
+    keyring.clock = lambda: later
     svc.write(ADMIN, "hot/x", secret_state(251, lineage))
     assert kms.calls == 4
     svc.write(ADMIN, "cold/y", secret_state())  # another path never shares a data key

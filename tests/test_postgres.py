@@ -346,7 +346,13 @@ def test_two_server_processes_on_one_database_behave_as_one(
     assert url is not None
     with_password = url.replace("postgres@", "postgres:pa55-word@")  # trust auth ignores it
     cfg = tmp_path / "sw.toml"
-    cfg.write_text(f'database_url = "{with_password}"\n')
+    keys = tmp_path / "shared-keys"  # every replica's keys: outside the data directories
+    cfg.write_text(
+        f'database_url = "{with_password}"\n'
+        f'token_key_file = "{keys / "token.key"}"\n'
+        f'[key_providers.default]\ntype = "keyfile"\npath = "{keys / "master.key"}"\n'
+        "create = true\n"
+    )
     a = ServerProcess(data, config=cfg).start()
     try:
         b = ServerProcess(data, config=cfg).start()

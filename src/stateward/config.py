@@ -134,6 +134,10 @@ class Settings(BaseModel):
     delete_grace_days: float = Field(default=30.0, ge=0)
     orphan_min_age_seconds: float = Field(default=3600.0, ge=0)
     maintenance_interval_seconds: float = Field(default=600.0, ge=0)
+    #: Replicas on one store run each background job (retention, audit followers, secret
+    #: scanner) on one replica at a time; a replica that stops renewing its job lease for
+    #: this long loses the job to another (docs/replicas.md).
+    job_lease_seconds: float = Field(default=30.0, ge=5, le=600)
     log_level: str = "info"
     #: Custom authorization roles (``[roles.<name>]``), see docs/access-control.md.
     roles: dict[RoleName, Role] = Field(default_factory=dict)

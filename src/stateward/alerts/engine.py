@@ -21,6 +21,7 @@ from stateward.audit import chain
 from stateward.audit.follower import AuditFollower
 from stateward.audit.record import AuditRecord
 from stateward.principal import SYSTEM
+from stateward.storage.leases import Lease
 from stateward.storage.schema import audit, audit_cursors
 
 if TYPE_CHECKING:
@@ -83,6 +84,11 @@ class AlertEngine:
         self.dispatcher.send(alert, draft)
         return alert
 
+    def reset(self) -> None:
+        """Forget every in-memory counter (auth-failure windows, lock alerts already sent)."""
+        old = self.evaluator
+        self.evaluator = AlertEvaluator([*old.rules, *old.lock_rules], reader_seen=old.reader_seen)
+
     def prime(self, engine: Engine, cursor: int) -> None:
         """Rebuild the auth-failure counters from the records just before the cursor."""
         window = self.evaluator.auth_window_seconds
@@ -108,17 +114,33 @@ class AlertEngine:
 class AlertFollower(AuditFollower):
     """The ``alerts`` audit follower, owning its webhook threads."""
 
-    def __init__(self, service: StateService, engine: AlertEngine, interval: float) -> None:
+    def __init__(
+        self,
+        service: StateService,
+        engine: AlertEngine,
+        interval: float,
+        lease: Lease | None = None,
+    ) -> None:
         super().__init__(
-            service.engine, FOLLOWER, [engine.handle], interval=interval, on_idle=engine.idle
+            service.engine,
+            FOLLOWER,
+            [engine.handle],
+            interval=interval,
+            on_idle=engine.idle,
+            lease=lease,
         )
         self.alert_engine = engine
 
     def start(self) -> None:
         start_at_head(self.engine, self.name)
-        self.alert_engine.prime(self.engine, self.cursor())
         self.alert_engine.dispatcher.start()
         super().start()
+
+    def on_lead(self) -> None:
+        """Counters start afresh from the trail: another replica may have evaluated the
+        records since this one last led."""
+        self.alert_engine.reset()
+        self.alert_engine.prime(self.engine, self.cursor())
 
     def stop(self) -> None:
         super().stop()
@@ -134,7 +156,7 @@ def start_at_head(engine: Engine, name: str) -> None:
         conn.execute(insert(audit_cursors).values(name=name, seq=0 if head is None else head.seq))
 
 
-def build_alert_follower(service: StateService) -> AlertFollower | None:
+def build_alert_follower(service: StateService, lease: Lease | None = None) -> AlertFollower | None:
     """The follower for the configured rules, or None without rules. Raises
     :class:`WebhookConfigError` when a webhook's secret cannot be loaded (the server does not
     start with an alert channel it cannot sign for)."""
@@ -148,4 +170,4 @@ def build_alert_follower(service: StateService) -> AlertFollower | None:
         raise
     evaluator = AlertEvaluator(settings.alert_rules, reader_seen=service.read_before)
     engine = AlertEngine(service, evaluator, dispatcher)
-    return AlertFollower(service, engine, settings.audit_follow_interval_seconds)
+    return AlertFollower(service, engine, settings.audit_follow_interval_seconds, lease)

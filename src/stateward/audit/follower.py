@@ -5,6 +5,11 @@ Progress is a cursor per follower kept in the database, so a restart resumes whe
 and a record is delivered at least once. Handlers run off the request path: a slow or failing
 sink never delays or fails a request. A handler that raises stops the batch; the cursor stays
 before the failed record and the batch is retried on the next poll.
+
+With several replicas on one store, a follower with a :class:`~stateward.storage.leases.Lease`
+polls only while its replica holds the lease: one replica ships each record, and when it dies
+another resumes from the shared cursor (still at least once: the records of the last
+unsaved batch may be shipped again).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from stateward.audit import chain
 from stateward.audit.record import AuditRecord
+from stateward.storage.leases import Lease
 from stateward.storage.schema import audit, audit_cursors
 
 log = logging.getLogger("stateward.audit")
@@ -32,12 +38,14 @@ class AuditFollower:
         handlers: Sequence[Handler],
         interval: float = 1.0,
         on_idle: Callable[[], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
         self.handlers = list(handlers)
         self.interval = interval
         self.on_idle = on_idle
+        self.lease = lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,10 +101,23 @@ class AuditFollower:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def on_lead(self) -> None:
+        """Called when this replica starts following (at start, or on taking the lease over):
+        a hook for followers keeping state in memory that must be rebuilt from the trail."""
+
     def _run(self) -> None:
+        leading = False
         while not self._stop.is_set():
             try:
-                self.poll_once()
+                if self.lease is None or self.lease.held():
+                    if not leading:
+                        self.on_lead()
+                        leading = True
+                    self.poll_once()
+                else:
+                    leading = False
             except Exception:
                 log.exception("audit follower %s failed; retrying", self.name)
             self._stop.wait(self.interval)
+        if self.lease is not None:
+            self.lease.release()

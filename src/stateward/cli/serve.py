@@ -14,6 +14,7 @@ import click
 from stateward.cli.context import CliContext, pass_ctx
 from stateward.errors import ServiceError
 from stateward.principal import cli_principal
+from stateward.service.startup import check_before_serving
 
 
 @click.command()
@@ -97,9 +98,11 @@ def serve(
             "a copy of the directory can decrypt every state. Configure a key file elsewhere, "
             "a passphrase or a KMS (docs/encryption.md).",
         )
-    # A damaged or exposed token key stops the server before it accepts a request.
+    # A damaged or exposed token key, keys that are not the shared store's, or a blob store
+    # that cannot be reached stop the server before it accepts a request.
     try:
         service.load_token_key()
+        check_before_serving(service)
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     secret = service.ensure_initial_admin_token(cli_principal())

@@ -31,6 +31,7 @@ from stateward.principal import SYSTEM
 from stateward.service.core import StateService
 from stateward.service.secrets import SecretScanner
 from stateward.service.views import MaintenanceReport
+from stateward.storage.leases import Lease
 
 log = logging.getLogger("stateward")
 
@@ -64,9 +65,14 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = None
         if run_maintenance and interval > 0:
-            task = asyncio.create_task(_maintenance_loop(service, interval))
+            lease = service.job_lease("maintenance")
+            task = asyncio.create_task(_maintenance_loop(service, interval, lease))
         followers = start_followers(service) if run_maintenance else []
-        scanner = SecretScanner(service, settings.audit_follow_interval_seconds)
+        scanner = SecretScanner(
+            service,
+            settings.audit_follow_interval_seconds,
+            lease=service.job_lease("secret-scanner"),
+        )
         if run_maintenance:
             scanner.start()
         yield
@@ -138,8 +144,11 @@ def start_followers(service: StateService) -> list[AuditFollower]:
     interval = service.settings.audit_follow_interval_seconds
     sinks = [build_sink(c) for c in service.settings.audit_sinks]
     if sinks:
-        followers.append(AuditFollower(service.engine, "sinks", sinks, interval=interval))
-    alert_follower = build_alert_follower(service)
+        lease = service.job_lease("audit-sinks")
+        followers.append(
+            AuditFollower(service.engine, "sinks", sinks, interval=interval, lease=lease)
+        )
+    alert_follower = build_alert_follower(service, service.job_lease("alerts"))
     if alert_follower is not None:
         followers.append(alert_follower)
     for follower in followers:
@@ -162,11 +171,26 @@ def _record_invalid(service: StateService, request: Request, message: str) -> No
         service.record_outcome(ctx, "failed", 400, message)
 
 
-async def _maintenance_loop(service: StateService, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            report = await run_in_threadpool(_maintain, service)
-            log.info("maintenance: %s", report.to_dict())
-        except Exception:
-            log.exception("maintenance run failed")
+async def _maintenance_loop(service: StateService, interval: float, lease: Lease) -> None:
+    """Retention and orphan collection every ``interval`` seconds, on the replica holding the
+    ``maintenance`` lease. The lease is renewed at least every ``job_lease_seconds / 3`` while
+    this replica leads, so it keeps the job between runs (runs stay ``interval`` apart)."""
+    try:
+        waited = 0.0
+        while True:
+            step = min(interval, lease.ttl / 3)
+            await asyncio.sleep(step)
+            waited += step
+            if not await run_in_threadpool(lease.held):
+                waited = 0.0  # another replica runs it: its clock, not ours
+                continue
+            if waited < interval:
+                continue
+            waited = 0.0
+            try:
+                report = await run_in_threadpool(_maintain, service)
+                log.info("maintenance: %s", report.to_dict())
+            except Exception:
+                log.exception("maintenance run failed")
+    finally:
+        await run_in_threadpool(lease.release)

@@ -40,6 +40,7 @@ from stateward.service.cache import BodyCache
 from stateward.service.views import VersionView, WriteOutcome
 from stateward.storage import repo
 from stateward.storage.engine import READ_ONLY
+from stateward.storage.leases import Lease
 from stateward.types import Body
 
 log = logging.getLogger("stateward.service")
@@ -333,6 +334,11 @@ class ServiceBase:
 
     def is_protected_row(self, path: str, flag: bool) -> bool:
         return bool(flag) or any(glob_match(g, path) for g in self.settings.protected_paths)
+
+    def job_lease(self, name: str) -> Lease:
+        """The lease that runs background job ``name`` on one replica at a time
+        (storage/leases.py); the caller asks ``held()`` before each step."""
+        return Lease(self.engine, name, ttl=self.settings.job_lease_seconds)
 
     def ready(self) -> bool:
         try:

@@ -32,6 +32,7 @@ from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
 from stateward.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.storage import repo
+from stateward.storage.leases import Lease
 from stateward.storage.schema import blob_keys, versions
 
 
@@ -159,9 +160,25 @@ class KeyOps(ServiceBase):
     def rewrap(self, who: Principal, progress: Progress | None = None) -> int:
         """Move every stored data key onto its path's current KEK; returns blobs changed."""
         self._authorize(who, Action.ADMIN)
+        # One rewrap at a time across the CLI and every replica: two would rewrite each blob
+        # twice (correct, as each rewrite re-checks the version, but twice the KMS calls).
+        lease = self.job_lease("key-rewrap")
+        if not lease.held():
+            raise Conflict(
+                f"another key rewrap is running ({lease.holder_now() or 'just finished'}); "
+                "retry when it ends"
+            )
+        try:
+            return self._rewrap_all(who, lease, progress)
+        finally:
+            lease.release()
+
+    def _rewrap_all(self, who: Principal, lease: Lease, progress: Progress | None) -> int:
         work = self._rewrap_work()
         done = 0
         for blob_key, path, seq in work:
+            if not lease.held():
+                raise Unavailable("key rewrap stopped: lost its lease (store unreachable?)")
             with self._key_errors(path):
                 ref = self._rewrap_one(blob_key, path, seq)
             with self._write_tx() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from stateward.principal import Principal
 from stateward.secretscan import Finding, sanitize_fully, scan_report
 from stateward.service.base import ServiceBase
 from stateward.storage import repo
+from stateward.storage.leases import Lease
 from stateward.storage.schema import secret_findings, secret_scans, versions
 
 log = logging.getLogger("stateward.secrets")
@@ -75,8 +77,9 @@ class SecretOps(ServiceBase):
             row = repo.current_version(conn, path)
         return None if row is None else int(row.seq)
 
-    def scan_pending(self, limit: int = 20) -> int:
-        """Scan up to ``limit`` versions that have no scan yet (the background scanner)."""
+    def scan_pending(self, limit: int = 20, go_on: Callable[[], bool] | None = None) -> int:
+        """Scan up to ``limit`` versions that have no scan yet (the background scanner); stop
+        early once ``go_on`` says no (this replica lost the scanner's lease)."""
         with self._read_tx() as conn:
             rows = conn.execute(
                 select(versions)
@@ -93,6 +96,8 @@ class SecretOps(ServiceBase):
             ).all()
         done = 0
         for row in rows:
+            if go_on is not None and not go_on():
+                break
             try:
                 report = scan_report(self._load(row.path, row))
                 findings, note = list(report.findings), report.note
@@ -100,10 +105,20 @@ class SecretOps(ServiceBase):
                 log.warning("secret scan of %s version %s failed: %s", row.path, row.seq, exc)
                 findings, note = [], f"not scanned: {type(exc).__name__}"
             with self._write_tx() as conn:
-                if conn.execute(
-                    select(versions.c.id).where(versions.c.id == row.id)
-                ).first() is None:
+                if (
+                    conn.execute(select(versions.c.id).where(versions.c.id == row.id)).first()
+                    is None
+                ):
                     continue  # purged meanwhile
+                if (
+                    conn.execute(
+                        select(secret_scans.c.seq).where(
+                            secret_scans.c.path == row.path, secret_scans.c.seq == row.seq
+                        )
+                    ).first()
+                    is not None
+                ):
+                    continue  # scanned meanwhile (another replica, a `state scan`)
                 conn.execute(
                     delete(secret_findings).where(
                         secret_findings.c.path == row.path, secret_findings.c.seq == row.seq
@@ -144,9 +159,12 @@ class SecretOps(ServiceBase):
 class SecretScanner:
     """The background scanner thread of ``serve``."""
 
-    def __init__(self, service: SecretOps, interval: float = 1.0) -> None:
+    def __init__(
+        self, service: SecretOps, interval: float = 1.0, lease: Lease | None = None
+    ) -> None:
         self.service = service
         self.interval = interval
+        self.lease = lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="secret-scanner", daemon=True)
 
@@ -159,10 +177,15 @@ class SecretScanner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            lease = self.lease
             try:
-                busy = self.service.scan_pending() > 0
+                leading = lease is None or lease.held()
+                go_on = None if lease is None else lease.held
+                busy = leading and self.service.scan_pending(go_on=go_on) > 0
             except Exception:
                 log.exception("secret scanner failed; retrying")
                 busy = False
             if not busy:
                 self._stop.wait(self.interval)
+        if self.lease is not None:
+            self.lease.release()

@@ -182,6 +182,27 @@ class S3BlobStore:
     def _not_found(exc: botocore.exceptions.ClientError) -> bool:
         return str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES
 
+    def check(self) -> None:
+        """``HeadBucket`` at start: a missing bucket, a wrong endpoint or missing rights stop
+        ``serve`` with one clear line instead of failing the first write."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status == 404:
+                raise Unavailable(
+                    f"blob store unavailable: S3 bucket {self.bucket!r} does not exist", retry=False
+                ) from None
+            if status == 403:
+                raise Unavailable(
+                    f"blob store unavailable: access to S3 bucket {self.bucket!r} denied "
+                    "(HeadBucket needs s3:ListBucket)",
+                    retry=False,
+                ) from None
+            raise self._error("HeadBucket", exc) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error("HeadBucket", exc) from None
+
     # -- BlobStore protocol --
 
     def put(self, key: str, data: bytes) -> None:

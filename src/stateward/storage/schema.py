@@ -227,3 +227,16 @@ alerts = Table(
     Column("acknowledged_by", String(512), nullable=True),
 )
 Index("ix_alerts_open", alerts.c.acknowledged_at, alerts.c.id)
+
+#: Leases on background jobs (service/leases.py): one row per job that must run on one replica
+#: at a time (retention, the audit followers, the secret scanner, a key rewrap). Taken and
+#: renewed by compare-and-set inside a write transaction; ``expires_at`` (the holder's clock)
+#: lets another replica take over from a holder that died.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

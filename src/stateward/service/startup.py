@@ -1,0 +1,128 @@
+"""Checks ``serve`` makes before accepting a request: that this replica's keys are the store's.
+
+Replicas sharing one store (PostgreSQL + a bucket) must share every key: a replica that made
+itself a fresh key file would encrypt states no other replica can read — and lose them with
+its disk — and a replica with another token key would refuse every token the others accept.
+Both are easy mistakes (the defaults create keys in the data directory on first start), so
+they stop the server, with the fix in the message, instead of surfacing as sporadic failures
+behind a load balancer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, insert, select
+
+from stateward.crypto.barrier import BlobCorrupt, parse_header
+from stateward.crypto.keyring import context_for
+from stateward.crypto.providers.base import KeyDenied, KeyInvalid
+from stateward.crypto.providers.local import KeyfileProvider, PassphraseProvider
+from stateward.errors import ServiceError
+from stateward.storage.s3 import S3BlobStore
+from stateward.storage.schema import blob_keys, schema_info
+
+if TYPE_CHECKING:
+    from stateward.service.core import StateService
+
+#: ``schema_info`` row holding HMAC(token key, this label): tells keys apart, reveals nothing.
+TOKEN_KEY_CHECK = "token_key_check"  # noqa: S105 - a row name
+_LABEL = "stateward token key check"
+
+
+class StartupError(ServiceError):
+    """This replica must not serve (the message says what to fix)."""
+
+    status = 503
+
+
+def check_before_serving(service: StateService) -> None:
+    """Raise :class:`StartupError` (or the store's :class:`Unavailable`) if this replica's
+    keys or blob store are not the ones the shared store needs."""
+    if service.settings.database_url is not None:
+        _keys_outside_data_dir(service)
+    _token_key_matches(service)
+    _local_keys_open_stored_states(service)
+    blobs = service.barrier.blobs
+    if isinstance(blobs, S3BlobStore):
+        blobs.check()
+
+
+def _keys_outside_data_dir(service: StateService) -> None:
+    settings = service.settings
+    data = settings.data_dir.resolve()
+    if settings.token_key_file is None or settings.token_key_file.resolve().is_relative_to(data):
+        raise StartupError(
+            "with database_url, every replica must use the same token key: set token_key_file "
+            "to a file outside the data directory, the same on every replica "
+            "(docs/replicas.md)"
+        )
+    for p in service.barrier.keys.providers.values():
+        if isinstance(p, KeyfileProvider) and p.path.resolve().is_relative_to(data):
+            raise StartupError(
+                f"with database_url, every replica must use the same keys: key provider "
+                f"{p.name!r} keeps its key file in the data directory; set its path to a file "
+                "outside it (the same on every replica) or use a KMS (docs/replicas.md)"
+            )
+
+
+def _token_key_matches(service: StateService) -> None:
+    check = service.load_token_key().digest(_LABEL)
+    with service.engine.begin() as conn:
+        row = conn.execute(
+            select(schema_info.c.value).where(schema_info.c.key == TOKEN_KEY_CHECK)
+        ).first()
+        if row is None:
+            conn.execute(insert(schema_info).values(key=TOKEN_KEY_CHECK, value=check))
+            return
+    if row.value != check:  # a fingerprint of a key, not a secret: == is fine
+        raise StartupError(
+            f"the token key file {service.token_key_path} is not the key this store's tokens "
+            "were created with (another replica's key file?): copy the key file from a "
+            "replica that works. Replacing the key on purpose invalidates every token "
+            "(docs/replicas.md says how)."
+        )
+
+
+def _local_keys_open_stored_states(service: StateService) -> None:
+    """A key file or passphrase of this replica must unwrap what the store holds: one stored
+    data key per provider and key version is unwrapped (a blob header read, no state is
+    decrypted). Key files number their versions 1, 2, … so a fresh file would pass any check
+    by version name alone."""
+    local = {
+        name: p
+        for name, p in service.barrier.keys.providers.items()
+        if isinstance(p, KeyfileProvider | PassphraseProvider)
+    }
+    if not local:
+        return
+    with service._read_tx() as conn:
+        samples = conn.execute(
+            select(blob_keys.c.provider, blob_keys.c.key_version, func.min(blob_keys.c.blob_key))
+            .where(blob_keys.c.provider.in_(list(local)))
+            .group_by(blob_keys.c.provider, blob_keys.c.key_version)
+        ).all()
+        paths = {
+            row.blob_key: row.path
+            for row in conn.execute(
+                select(blob_keys.c.blob_key, blob_keys.c.path).where(
+                    blob_keys.c.blob_key.in_([s[2] for s in samples])
+                )
+            )
+        }
+    for provider_name, version, blob_key in samples:
+        provider = local[provider_name]
+        try:
+            blob = service.barrier.blobs.get(blob_key)
+        except FileNotFoundError:
+            continue  # reported when that version is read; another sample may follow
+        try:
+            _ref, wrapped, _ = parse_header(blob)
+            provider.unwrap(wrapped, context_for(paths[blob_key]))
+        except (BlobCorrupt, KeyDenied, KeyInvalid):
+            where = f" in {provider.path}" if isinstance(provider, KeyfileProvider) else ""
+            raise StartupError(
+                f"key provider {provider_name!r}: key version {version}{where} does not open the "
+                "data keys stored under it (a different or new key than the other "
+                "replicas'?); restore the key the store was encrypted with"
+            ) from None

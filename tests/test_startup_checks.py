@@ -1,0 +1,99 @@
+"""What ``serve`` checks before accepting a request: that a replica's keys are the store's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stateward.cli.main import cli
+from stateward.crypto.providers.local import KeyfileConfig
+from stateward.principal import Principal
+from stateward.service.startup import StartupError, check_before_serving
+from tests.pg import PgCluster, Store
+from tests.support import make_state
+
+ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
+
+
+def _keys(tmp_path: Path, name: str) -> dict[str, object]:
+    """Settings for keys outside the data directory, in ``tmp_path/name``."""
+    return {
+        "token_key_file": tmp_path / name / "token.key",
+        "key_providers": {
+            "default": KeyfileConfig(path=tmp_path / name / "master.key", create=True)
+        },
+    }
+
+
+def test_a_replica_with_its_own_token_key_is_refused(store: Store, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = store.build(data, **_keys(tmp_path, "keys"))
+    check_before_serving(first)  # records the key's fingerprint
+    check_before_serving(first)  # and accepts it again
+    settings = store.settings(data, **_keys(tmp_path, "keys"))
+    (tmp_path / "elsewhere").mkdir()
+    other = store.build(
+        data,
+        token_key_file=tmp_path / "elsewhere" / "token.key",
+        key_providers=settings.key_providers,
+    )
+    with pytest.raises(StartupError, match="not the key this store's tokens were created with"):
+        check_before_serving(other)
+    for svc in (first, other):
+        svc.engine.dispose()
+
+
+def test_a_replica_with_a_new_key_file_is_refused(store: Store, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = store.build(data, **_keys(tmp_path, "keys"))
+    first.write(ADMIN, "team/app", make_state(serial=1))
+    check_before_serving(first)
+    # same token key, but a master key of its own (created fresh on start)
+    fresh = store.build(
+        data,
+        token_key_file=tmp_path / "keys" / "token.key",
+        key_providers={"default": KeyfileConfig(path=tmp_path / "new" / "master.key", create=True)},
+    )
+    with pytest.raises(StartupError, match=r"key version 1 in .*new/master\.key does not open"):
+        check_before_serving(fresh)
+    for svc in (first, fresh):
+        svc.engine.dispose()
+
+
+@pytest.fixture
+def pg(pg_cluster: PgCluster) -> Iterator[Store]:
+    """Only a shared (PostgreSQL) store has replicas."""
+    store = Store("postgres", pg_cluster)
+    yield store
+    store.close()
+
+
+def test_shared_store_needs_keys_outside_the_data_dir(pg: Store, tmp_path: Path) -> None:
+    store = pg
+    data = tmp_path / "data"
+    svc = store.build(data)  # defaults: token.key and master.key inside the data dir
+    with pytest.raises(StartupError, match="set token_key_file"):
+        check_before_serving(svc)
+    svc.engine.dispose()
+    (tmp_path / "k").mkdir()
+    svc = store.build(data, token_key_file=tmp_path / "k" / "token.key")
+    with pytest.raises(StartupError, match="'default' keeps its key file in the data directory"):
+        check_before_serving(svc)
+    svc.engine.dispose()
+
+
+def test_serve_refuses_with_one_line(pg: Store, tmp_path: Path) -> None:
+    store = pg
+    data = tmp_path / "data"
+    url = store.url_for(data)
+    assert url is not None
+    res = CliRunner().invoke(
+        cli,
+        ["serve", "--data-dir", str(data), "--port", "1"],
+        env={"STATEWARD_DATABASE_URL": url},
+    )
+    assert res.exit_code == 1
+    assert "set token_key_file to a file outside the data directory" in res.output

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from stateward.crypto.providers.base import KeyDenied, KeyUnavailable
@@ -224,3 +224,74 @@ class CallCounter:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.calls)
+
+
+class HttpProviderConfig(Protocol):
+    """The settings every HTTP-API key provider has (both configs are frozen models)."""
+
+    @property
+    def key_name(self) -> str: ...
+    @property
+    def ca_file(self) -> Path | None: ...
+    @property
+    def connect_timeout_seconds(self) -> float: ...
+    @property
+    def read_timeout_seconds(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def version_cache_seconds(self) -> float: ...
+
+
+_C = TypeVar("_C", bound=HttpProviderConfig)
+
+
+class HttpKeyProvider(Generic[_C]):
+    """What the Vault transit and Cloud KMS providers share: the HTTP client, per-operation
+    call counts, retries of transient failures, and a short cache of the key's current
+    version (asked for on every new data key, answered by every encrypt anyway)."""
+
+    kind: str
+
+    def __init__(
+        self, name: str, config: _C, base_url: str, *, sleep: Callable[[float], None]
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._who = f"{self.kind} key provider {name!r}"
+        self._http = HttpJsonClient(
+            base_url,
+            who=self._who,
+            ca_file=config.ca_file,
+            connect_timeout=config.connect_timeout_seconds,
+            read_timeout=config.read_timeout_seconds,
+        )
+        self._sleep = sleep
+        self._counter = CallCounter()
+        #: API calls made, by operation.
+        self.calls = self._counter.calls
+        self._version_lock = threading.Lock()
+        self._version: tuple[float, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, key={self.config.key_name!r})"
+
+    def call_counts(self) -> dict[str, int]:
+        return self._counter.snapshot()
+
+    def _cached_version(self) -> str | None:
+        """The current key version if it was learnt within ``version_cache_seconds``."""
+        with self._version_lock:
+            cached = self._version
+        if cached is not None and time.monotonic() - cached[0] < self.config.version_cache_seconds:
+            return cached[1]
+        return None
+
+    def _remember_version(self, version: str) -> None:
+        with self._version_lock:
+            self._version = (time.monotonic(), version)
+
+    def _retried(self, op: str, once: Callable[[], _T]) -> _T:
+        """One counted API operation, retried (``max_attempts``) on transient failures."""
+        self._counter.count(op)
+        return with_retries(self.config.max_attempts, once, sleep=self._sleep)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -55,15 +54,13 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stateward.crypto.providers._http import (
-    CallCounter,
-    HttpJsonClient,
+    HttpKeyProvider,
     HttpReply,
     b64decode_strict,
     canonical_context,
     check_service_url,
     one_line,
     read_secret,
-    with_retries,
 )
 from stateward.crypto.providers.base import (
     DATA_KEY_BYTES,
@@ -157,8 +154,9 @@ class GcpKmsConfig(BaseModel):
         return value
 
 
-class GcpKmsProvider:
-    """Data keys wrapped by a Cloud KMS symmetric key."""
+class GcpKmsProvider(HttpKeyProvider[GcpKmsConfig]):
+    """Data keys wrapped by a Cloud KMS symmetric key. ``calls`` counts Cloud KMS methods
+    (``encrypt``, ``decrypt``, ``get``)."""
 
     kind = "gcp-kms"
 
@@ -169,34 +167,13 @@ class GcpKmsProvider:
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.config = config
-        self._who = f"gcp-kms key provider {name!r}"
-        self._http = HttpJsonClient(
-            config.endpoint,
-            who=self._who,
-            ca_file=config.ca_file,
-            connect_timeout=config.connect_timeout_seconds,
-            read_timeout=config.read_timeout_seconds,
-        )
-        self._sleep = sleep
-        self._counter = CallCounter()
-        #: API calls made, by Cloud KMS method (``encrypt``, ``decrypt``, ``get``).
-        self.calls = self._counter.calls
+        super().__init__(name, config, config.endpoint, sleep=sleep)
         key = quote(config.key_name, safe="/:")
         self._paths = {
             "encrypt": f"/v1/{key}:encrypt",
             "decrypt": f"/v1/{key}:decrypt",
             "get": f"/v1/{key}",
         }
-        self._version_lock = threading.Lock()
-        self._version: tuple[float, str] | None = None
-
-    def __repr__(self) -> str:
-        return f"GcpKmsProvider(name={self.name!r}, key={self.config.key_name!r})"
-
-    def call_counts(self) -> dict[str, int]:
-        return self._counter.snapshot()
 
     # -- protocol --
 
@@ -237,11 +214,9 @@ class GcpKmsProvider:
         return WrappedKey(wrapped=wrapped, key_id=self.config.key_name, key_version=version)
 
     def current_version(self) -> str:
-        now = time.monotonic()
-        with self._version_lock:
-            cached = self._version
-        if cached is not None and now - cached[0] < self.config.version_cache_seconds:
-            return cached[1]
+        cached = self._cached_version()
+        if cached is not None:
+            return cached
         data = self._call("get", None, None)
         primary = data.get("primary")
         name = primary.get("name") if isinstance(primary, dict) else None
@@ -296,25 +271,19 @@ class GcpKmsProvider:
         match = _VERSION_SUFFIX.search(name)
         return str(int(match.group(1))) if match else None
 
-    def _remember_version(self, version: str) -> None:
-        with self._version_lock:
-            self._version = (time.monotonic(), version)
-
     def _call(
         self,
         op: str,
         payload: Mapping[str, Any] | None,
         check: Callable[[Mapping[str, Any]], None] | None,
     ) -> Mapping[str, Any]:
-        self._counter.count(op)
-
         def once() -> Mapping[str, Any]:
             data = self._once(op, payload)
             if check is not None:
                 check(data)  # integrity failures are retried like transport failures
             return data
 
-        return with_retries(self.config.max_attempts, once, sleep=self._sleep)
+        return self._retried(op, once)
 
     def _once(self, op: str, payload: Mapping[str, Any] | None) -> Mapping[str, Any]:
         token = read_secret(

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,15 +60,13 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stateward.crypto.providers._http import (
-    CallCounter,
-    HttpJsonClient,
+    HttpKeyProvider,
     HttpReply,
     b64decode_strict,
     canonical_context,
     check_service_url,
     one_line,
     read_secret,
-    with_retries,
 )
 from stateward.crypto.providers.base import (
     DATA_KEY_BYTES,
@@ -154,8 +151,9 @@ class VaultTransitConfig(BaseModel):
 # -- provider -----------------------------------------------------------------------------------
 
 
-class VaultTransitProvider:
-    """Data keys from a Vault/OpenBao transit key."""
+class VaultTransitProvider(HttpKeyProvider[VaultTransitConfig]):
+    """Data keys from a Vault/OpenBao transit key. ``calls`` counts transit operations
+    (``datakey``, ``decrypt``, ``rewrap``, ``keys``)."""
 
     kind = "vault-transit"
 
@@ -166,20 +164,7 @@ class VaultTransitProvider:
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.name = name
-        self.config = config
-        self._who = f"vault-transit key provider {name!r}"
-        self._http = HttpJsonClient(
-            config.address,
-            who=self._who,
-            ca_file=config.ca_file,
-            connect_timeout=config.connect_timeout_seconds,
-            read_timeout=config.read_timeout_seconds,
-        )
-        self._sleep = sleep
-        self._counter = CallCounter()
-        #: API calls made, by transit operation (``datakey``, ``decrypt``, ``rewrap``, ``keys``).
-        self.calls = self._counter.calls
+        super().__init__(name, config, config.address, sleep=sleep)
         mount = quote(config.mount, safe="/")
         key = quote(config.key_name, safe="")
         self._paths = {
@@ -188,14 +173,6 @@ class VaultTransitProvider:
             "rewrap": f"/v1/{mount}/rewrap/{key}",
             "keys": f"/v1/{mount}/keys/{key}",
         }
-        self._version_lock = threading.Lock()
-        self._version: tuple[float, str] | None = None
-
-    def __repr__(self) -> str:
-        return f"VaultTransitProvider(name={self.name!r}, key={self.config.key_name!r})"
-
-    def call_counts(self) -> dict[str, int]:
-        return self._counter.snapshot()
 
     # -- protocol --
 
@@ -229,11 +206,9 @@ class VaultTransitProvider:
         )
 
     def current_version(self) -> str:
-        now = time.monotonic()
-        with self._version_lock:
-            cached = self._version
-        if cached is not None and now - cached[0] < self.config.version_cache_seconds:
-            return cached[1]
+        cached = self._cached_version()
+        if cached is not None:
+            return cached
         data = self._call("keys", None)
         latest = data.get("latest_version")
         if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
@@ -271,15 +246,8 @@ class VaultTransitProvider:
         self._remember_version(version)
         return ciphertext, version
 
-    def _remember_version(self, version: str) -> None:
-        with self._version_lock:
-            self._version = (time.monotonic(), version)
-
     def _call(self, op: str, payload: Mapping[str, Any] | None) -> Mapping[str, Any]:
-        self._counter.count(op)
-        return with_retries(
-            self.config.max_attempts, lambda: self._once(op, payload), sleep=self._sleep
-        )
+        return self._retried(op, lambda: self._once(op, payload))
 
     def _once(self, op: str, payload: Mapping[str, Any] | None) -> Mapping[str, Any]:
         token = read_secret(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -69,22 +70,33 @@ def _config(path: Path) -> EncryptionConfig:
         raise click.ClickException(str(exc)) from None
 
 
+def _transform_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of ``decrypt`` and ``encrypt``: a method chain, the kind, input, output."""
+    for option in reversed(
+        (
+            click.option(
+                "--config",
+                "config_path",
+                required=True,
+                type=click.Path(dir_okay=False, path_type=Path),
+                help=_CONFIG_HELP,
+            ),
+            click.option("--plan", is_flag=True, help="The input is a plan file, not a state."),
+            click.option("-o", "--output", default=None, help="Output file (default: stdout)."),
+            click.argument("input_file", metavar="INPUT"),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @click.group()
 def tofu() -> None:
     """Read and write OpenTofu client-side encrypted states and plans."""
 
 
 @tofu.command("decrypt")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=_CONFIG_HELP,
-)
-@click.option("--plan", is_flag=True, help="The input is a plan file, not a state.")
-@click.option("-o", "--output", default=None, help="Output file (default: stdout).")
-@click.argument("input_file", metavar="INPUT")
+@_transform_options
 def decrypt(config_path: Path, plan: bool, output: str | None, input_file: str) -> None:
     """Decrypt INPUT (a file, or - for stdin) with the state or plan method chain.
 
@@ -103,16 +115,7 @@ def decrypt(config_path: Path, plan: bool, output: str | None, input_file: str) 
 
 
 @tofu.command("encrypt")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=_CONFIG_HELP,
-)
-@click.option("--plan", is_flag=True, help="The input is a plan file, not a state.")
-@click.option("-o", "--output", default=None, help="Output file (default: stdout).")
-@click.argument("input_file", metavar="INPUT")
+@_transform_options
 def encrypt(config_path: Path, plan: bool, output: str | None, input_file: str) -> None:
     """Encrypt the plaintext INPUT (a file, or - for stdin) with the primary method."""
     config = _config(config_path)

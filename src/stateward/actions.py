@@ -124,11 +124,23 @@ ACTION_TABLE: tuple[Operation, ...] = (
     Operation(_CLI, "stateward state scan", A.HISTORY, "locations and kinds, never values"),
     Operation(_CLI, "stateward state sanitize", A.READ, "the state with secrets redacted"),
     Operation(_CLI, "stateward export", A.READ, "per path; paths without read are skipped"),
+    Operation(
+        _CLI,
+        "stateward import *",
+        A.ADMIN,
+        "s3, file; per target path: writes history without the lineage/serial guards",
+    ),
+    Operation(
+        _CLI,
+        "stateward migrate-store",
+        A.ADMIN,
+        "storage-level copy of the whole store to another; " + _STORE_WIDE,
+    ),
     Operation(_CLI, "stateward keys *", A.ADMIN, "key rotation, rewrap, status; " + _STORE_WIDE),
     Operation(_CLI, "stateward alerts *", A.AUDIT, "list, ack; " + _STORE_WIDE),
 )
 
 #: Commands that touch no state and need no action: the operator's own process and config.
 NOT_STATE_OPERATIONS: frozenset[str] = frozenset(
-    {"stateward serve", "stateward policy check", "stateward tofu *"}
+    {"stateward serve", "stateward policy check", "stateward tofu *", "stateward db *"}
 )

@@ -1,27 +1,163 @@
-"""``stateward export``: the current states as files OpenTofu can read without stateward.
+"""``stateward export``: the current states as files or objects OpenTofu can read without
+stateward.
 
 The way out, and the recovery path if stateward itself is gone: each chosen path is written as
-``<dir>/<path>/terraform.tfstate`` (the key layout of an S3 backend whose ``key`` is
-``<path>/terraform.tfstate``), encrypted with an OpenTofu encryption description (pbkdf2
-passphrase or AWS KMS, as in ``stateward tofu encrypt``), so ``tofu`` alone can read it with the
-same ``encryption {}`` block. States that clients already encrypted are written as they are.
-Plaintext export needs ``--plaintext``: it is a deliberate act.
+``<destination>/<path>/terraform.tfstate`` -- the key layout of an S3 backend whose ``key`` is
+``<prefix>/<path>/terraform.tfstate`` (:mod:`stateward.s3layout`) -- under a local directory or
+an S3 prefix (``s3://bucket/prefix``). Each plaintext state is encrypted with an OpenTofu
+encryption description (pbkdf2 passphrase or AWS KMS, as in ``stateward tofu encrypt``), so
+``tofu`` alone can read it with the same ``encryption {}`` block, or written as it is with
+``--plaintext`` (a deliberate act); ``--policy FILE`` chooses one or the other per path glob.
+States that clients already encrypted are written as they are. docs/import-export.md.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
+import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import click
 
+from stateward import s3layout, statefile
+from stateward.actions import Action
 from stateward.cli.context import CliContext, pass_ctx
+from stateward.cli.imports import s3_client
+from stateward.errors import BadRequest
 from stateward.globs import glob_match
-from stateward.tofu import TofuError, build_target, load_config
+from stateward.tofu import TargetEncryption, TofuError, build_target, load_config
+
+_RULE_KEYS = frozenset({"paths", "tofu_config", "plaintext"})
+
+
+@dataclass
+class ExportRule:
+    """One ``[[rule]]`` of a policy file: ``paths`` globs, then a tofu config or plaintext."""
+
+    paths: tuple[str, ...]
+    tofu_config: Path | None
+    _target: TargetEncryption | None = None
+
+    @property
+    def plaintext(self) -> bool:
+        return self.tofu_config is None
+
+    def target(self) -> TargetEncryption | None:
+        """The encryption target (built on first use: secrets are resolved then)."""
+        if self.tofu_config is None:
+            return None
+        if self._target is None:
+            try:
+                self._target = build_target(load_config(self.tofu_config), "state")
+            except TofuError as exc:
+                raise click.ClickException(f"{self.tofu_config}: {exc}") from None
+        return self._target
+
+
+def load_policy(file: Path) -> list[ExportRule]:
+    """Parse a policy file: ``[[rule]]`` tables, first match wins; relative ``tofu_config``
+    files are relative to the policy file."""
+    try:
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read {file}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{file}: not valid TOML ({exc})") from None
+    extra = set(doc) - {"rule"}
+    raw = doc.get("rule")
+    if extra or not isinstance(raw, list) or not raw:
+        raise click.ClickException(
+            f"{file}: expected one or more [[rule]] tables and nothing else"
+            + (f" (unknown: {', '.join(sorted(extra))})" if extra else "")
+        )
+    rules = []
+    for n, item in enumerate(raw, 1):
+        where = f"{file}: rule {n}"
+        if not isinstance(item, dict) or set(item) - _RULE_KEYS:
+            unknown = sorted(set(item) - _RULE_KEYS) if isinstance(item, dict) else []
+            raise click.ClickException(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        paths = item.get("paths")
+        if (
+            not isinstance(paths, list)
+            or not paths
+            or not all(isinstance(p, str) and p for p in paths)
+        ):
+            raise click.ClickException(f'{where}: paths must be a list of globs, e.g. ["prod/**"]')
+        tofu = item.get("tofu_config")
+        plain = item.get("plaintext", False)
+        if plain not in (True, False) or (tofu is None) == (plain is not True):
+            raise click.ClickException(
+                f'{where}: give exactly one of tofu_config = "FILE" and plaintext = true'
+            )
+        if tofu is not None and not isinstance(tofu, str):
+            raise click.ClickException(f"{where}: tofu_config must be a file name")
+        config = None if tofu is None else file.parent / Path(tofu)
+        rules.append(ExportRule(tuple(paths), config))
+    return rules
+
+
+def rule_for(rules: list[ExportRule], path: str) -> ExportRule | None:
+    return next((r for r in rules if any(glob_match(g, path) for g in r.paths)), None)
+
+
+class Sink(Protocol):
+    def write(self, path: str, data: bytes) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class DirectorySink:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def write(self, path: str, data: bytes) -> None:
+        _write(self.directory / s3layout.export_key(path), data)
+
+    def describe(self) -> str:
+        return str(self.directory)
+
+
+class S3Sink:
+    """``PutObject`` at ``<prefix><path>/terraform.tfstate``, with Content-MD5 (S3 refuses a
+    body that arrives altered) and the content type Terraform's backend writes."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+
+    def write(self, path: str, data: bytes) -> None:
+        key = s3layout.export_key(path, self.prefix)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentMD5=md5,
+                ContentType="application/json",
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if isinstance(exc, botocore.exceptions.ClientError):
+                code = exc.response.get("Error", {}).get("Code") or "error"
+            else:
+                code = type(exc).__name__
+            raise click.ClickException(
+                f"S3 PutObject s3://{self.bucket}/{key} failed: {code}"
+            ) from None
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @click.command("export")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("destination")
 @click.option("--path", "globs", multiple=True, help="Path glob to export (default: all).")
 @click.option(
     "--tofu-config",
@@ -29,45 +165,102 @@ from stateward.tofu import TofuError, build_target, load_config
     help="OpenTofu encryption description (TOML/JSON) to encrypt plaintext states with.",
 )
 @click.option("--plaintext", is_flag=True, help="Write unencrypted states (no --tofu-config).")
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of [[rule]] paths=[globs] with tofu_config=FILE or plaintext=true.",
+)
+@click.option("--endpoint-url", help="S3 endpoint, for an s3:// destination.")
+@click.option("--region", help="AWS region, for an s3:// destination.")
 @pass_ctx
 def export(
     obj: CliContext,
-    directory: Path,
+    destination: str,
     globs: tuple[str, ...],
     tofu_config: Path | None,
     plaintext: bool,
+    policy: Path | None,
+    endpoint_url: str | None,
+    region: str | None,
 ) -> None:
-    """Write current states as (OpenTofu-encrypted) state files under DIRECTORY."""
-    if (tofu_config is None) == (not plaintext):
-        raise click.ClickException("give exactly one of --tofu-config FILE and --plaintext")
-    target = None
-    if tofu_config is not None:
-        try:
-            target = build_target(load_config(tofu_config), "state")
-        except TofuError as exc:
-            raise click.ClickException(str(exc)) from None
+    """Write current states as state files under DESTINATION: a directory, or an S3 prefix
+    (s3://bucket/prefix), as <path>/terraform.tfstate.
+
+    Plaintext states are encrypted with --tofu-config, written as they are with --plaintext,
+    or either per path with --policy; states encrypted by their clients are written as they
+    are."""
+    if sum((tofu_config is not None, plaintext, policy is not None)) != 1:
+        raise click.ClickException(
+            "give exactly one of --tofu-config FILE, --plaintext and --policy FILE"
+        )
+    rules = load_policy(policy) if policy is not None else [ExportRule(("**",), tofu_config)]
+    is_s3 = destination.startswith("s3://")
+    if (endpoint_url or region) and not is_s3:
+        raise click.ClickException("--endpoint-url and --region are for an s3:// destination")
     svc = obj.service()
     paths = [
         s.path
         for s in svc.list_states(obj.who)
-        if not globs or any(glob_match(g, s.path) for g in globs)
+        if (not globs or any(glob_match(g, s.path) for g in globs))
+        and svc.decide(obj.who, Action.READ, s.path).allowed
     ]
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    count = 0
+    chosen = {path: rule_for(rules, path) for path in paths}
+    uncovered = [p for p, r in chosen.items() if r is None]
+    if uncovered:
+        raise click.ClickException(
+            f"nothing exported: no rule of {policy} covers {', '.join(uncovered[:20])}"
+            + (" …" if len(uncovered) > 20 else "")
+            + ' (add a last rule with paths = ["**"])'
+        )
+    for rule in {id(r): r for r in chosen.values() if r is not None}.values():
+        rule.target()  # configuration errors before anything is written
+    sink: Sink
+    if is_s3:
+        try:
+            bucket, prefix = s3layout.parse_s3_url(destination)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        sink = S3Sink(s3_client(endpoint_url, region), bucket, prefix)
+    else:
+        if Path(destination).exists() and not Path(destination).is_dir():
+            raise click.ClickException(f"{destination} exists and is not a directory")
+        sink = DirectorySink(Path(destination))
+    counts = {"encrypted": 0, "plaintext": 0, "client-encrypted": 0}
     with click.progressbar(paths, label="exporting", file=click.get_text_stream("stderr")) as bar:
         for path in bar:
             state = svc.read(obj.who, path)
             if state is None:
                 continue
             body = state.body
-            if target is not None and b'"encryption_version"' not in body[:4096]:
+            chosen_rule = chosen[path]
+            assert chosen_rule is not None
+            if _client_encrypted(body):
+                counts["client-encrypted"] += 1
+            elif (target := chosen_rule.target()) is not None:
                 try:
                     body = target.encrypt(body)
                 except TofuError as exc:
                     raise click.ClickException(f"{path}: {exc}") from None
-            _write(directory / path / "terraform.tfstate", body)
-            count += 1
-    click.echo(f"exported {count} state(s) to {directory}")
+                counts["encrypted"] += 1
+            else:
+                counts["plaintext"] += 1
+            sink.write(path, body)
+    total = sum(counts.values())
+    detail = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    tail = f" ({detail})" if detail else ""
+    click.echo(f"exported {total} state(s) to {sink.describe()}{tail}")
+    if isinstance(sink, S3Sink) and paths:
+        where = region or getattr(sink.client.meta, "region_name", None) or "REGION"
+        block = s3layout.backend_block(sink.bucket, paths[0], sink.prefix, where)
+        click.echo("read back with the S3 backend (default workspace), e.g.:\n" + block.rstrip())
+
+
+def _client_encrypted(body: bytes) -> bool:
+    """Whether a stored state is an OpenTofu client-side encrypted envelope."""
+    try:
+        return statefile.parse_state(body).client_encrypted
+    except BadRequest:
+        return False
 
 
 def _write(file: Path, data: bytes) -> None:

@@ -12,10 +12,13 @@ from stateward.audit.context import AuditContext
 from stateward.cli.alerts import alerts
 from stateward.cli.audit import audit
 from stateward.cli.context import CliContext
+from stateward.cli.db import db
 from stateward.cli.export import export
+from stateward.cli.imports import import_group
 from stateward.cli.keys import keys
 from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
+from stateward.cli.migrate import migrate_store
 from stateward.cli.policy import policy
 from stateward.cli.secrets import state
 from stateward.cli.serve import serve
@@ -105,6 +108,9 @@ for command in (serve, locks, gc, events, token, keys, audit, state, alerts, *ST
 cli.add_command(policy)
 cli.add_command(tofu)
 cli.add_command(export)
+cli.add_command(import_group)
+cli.add_command(db)
+cli.add_command(migrate_store)
 
 
 def main() -> None:

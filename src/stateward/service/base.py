@@ -286,8 +286,10 @@ class ServiceBase:
         key_ref: KeyRef | None = None,
         kind: str = "write",
         source_seq: int | None = None,
+        created_at: float | None = None,
     ) -> WriteOutcome:
-        """Insert the next version; ``ctx`` is :func:`repo.write_context` read in this tx."""
+        """Insert the next version; ``ctx`` is :func:`repo.write_context` read in this tx.
+        ``created_at`` (imports: the source's own time) defaults to now."""
         now = self.clock()
         seq = 1 if ctx is None else int(ctx.next_seq)
         audit_context.note(
@@ -312,7 +314,7 @@ class ServiceBase:
             sha256=sha,
             blob_key=blob_key,
             author=who.name,
-            created_at=now,
+            created_at=now if created_at is None else created_at,
             client_version=client_version,
             terraform_version=summary.terraform_version,
             lock_id=lock_id,

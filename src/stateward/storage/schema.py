@@ -197,7 +197,8 @@ tokens = Table(
     Column("last_used_at", Float, nullable=True),
 )
 
-#: Schema version, so a future migration tool (Alembic) can take over from here.
+#: Facts about the store: ``schema_version`` (the Alembic revision, storage/engine.py; the
+#: release before migrations wrote "1") and ``token_key_check`` (service/startup.py).
 schema_info = Table(
     "schema_info",
     metadata,

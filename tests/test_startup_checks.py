@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from stateward.cli.main import cli
+from stateward.config import Settings
 from stateward.crypto.providers.local import KeyfileConfig
 from stateward.principal import Principal
+from stateward.service.factory import build_service
 from stateward.service.startup import StartupError, check_before_serving
+from stateward.storage.schema import blob_keys
 from tests.pg import PgCluster, Store
 from tests.support import make_state
 
@@ -72,14 +76,17 @@ def pg(pg_cluster: PgCluster) -> Iterator[Store]:
 
 
 def test_shared_store_needs_keys_outside_the_data_dir(pg: Store, tmp_path: Path) -> None:
-    store = pg
     data = tmp_path / "data"
-    svc = store.build(data)  # defaults: token.key and master.key inside the data dir
+    url = pg.url_for(data)
+    # the defaults: token.key and master.key inside the data dir
+    svc = build_service(Settings(data_dir=data, database_url=url))
     with pytest.raises(StartupError, match="set token_key_file"):
         check_before_serving(svc)
     svc.engine.dispose()
     (tmp_path / "k").mkdir()
-    svc = store.build(data, token_key_file=tmp_path / "k" / "token.key")
+    svc = build_service(
+        Settings(data_dir=data, database_url=url, token_key_file=tmp_path / "k" / "token.key")
+    )
     with pytest.raises(StartupError, match="'default' keeps its key file in the data directory"):
         check_before_serving(svc)
     svc.engine.dispose()
@@ -97,3 +104,29 @@ def test_serve_refuses_with_one_line(pg: Store, tmp_path: Path) -> None:
     )
     assert res.exit_code == 1
     assert "set token_key_file to a file outside the data directory" in res.output
+
+
+def test_missing_blobs_neither_hide_a_wrong_key_nor_stop_a_right_one(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    first = store.build(data, **_keys(tmp_path, "keys"))
+    for i in range(3):
+        first.write(ADMIN, f"team/app{i}", make_state(serial=1))
+    with first.engine.connect() as conn:
+        blob_keys_in_order = sorted(conn.execute(select(blob_keys.c.blob_key)).scalars())
+    first.barrier.blobs.delete(blob_keys_in_order[0])  # the first sample is gone
+    check_before_serving(first)  # the next sample proves the key
+    fresh = store.build(
+        data,
+        token_key_file=tmp_path / "keys" / "token.key",
+        key_providers={"default": KeyfileConfig(path=tmp_path / "new" / "master.key", create=True)},
+    )
+    with pytest.raises(StartupError, match="does not open"):
+        check_before_serving(fresh)
+    for key in blob_keys_in_order[1:]:
+        first.barrier.blobs.delete(key)
+    check_before_serving(first)  # nothing to check against: a warning, not a refusal
+    assert "no readable blob under key version 1" in caplog.text
+    for svc in (first, fresh):
+        svc.engine.dispose()

@@ -10,9 +10,11 @@ behind a load balancer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from stateward.crypto.barrier import BlobCorrupt, parse_header
 from stateward.crypto.keyring import context_for
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 #: ``schema_info`` row holding HMAC(token key, this label): tells keys apart, reveals nothing.
 TOKEN_KEY_CHECK = "token_key_check"  # noqa: S105 - a row name
 _LABEL = "stateward token key check"
+#: Stored data keys tried per key version (one that unwraps is enough).
+SAMPLES = 5
+log = logging.getLogger("stateward")
 
 
 class StartupError(ServiceError):
@@ -85,8 +90,8 @@ def _token_key_matches(service: StateService) -> None:
 
 
 def _local_keys_open_stored_states(service: StateService) -> None:
-    """A key file or passphrase of this replica must unwrap what the store holds: one stored
-    data key per provider and key version is unwrapped (a blob header read, no state is
+    """A key file or passphrase of this replica must unwrap what the store holds: a stored
+    data key of each provider and key version is unwrapped (blob headers read, no state is
     decrypted). Key files number their versions 1, 2, … so a fresh file would pass any check
     by version name alone."""
     local = {
@@ -97,32 +102,56 @@ def _local_keys_open_stored_states(service: StateService) -> None:
     if not local:
         return
     with service._read_tx() as conn:
-        samples = conn.execute(
-            select(blob_keys.c.provider, blob_keys.c.key_version, func.min(blob_keys.c.blob_key))
+        key_versions = conn.execute(
+            select(blob_keys.c.provider, blob_keys.c.key_version)
             .where(blob_keys.c.provider.in_(list(local)))
-            .group_by(blob_keys.c.provider, blob_keys.c.key_version)
+            .distinct()
         ).all()
-        paths = {
-            row.blob_key: row.path
-            for row in conn.execute(
-                select(blob_keys.c.blob_key, blob_keys.c.path).where(
-                    blob_keys.c.blob_key.in_([s[2] for s in samples])
-                )
-            )
+        samples = {
+            (name, version): conn.execute(
+                select(blob_keys.c.blob_key, blob_keys.c.path)
+                .where(blob_keys.c.provider == name, blob_keys.c.key_version == version)
+                .order_by(blob_keys.c.blob_key)
+                .limit(SAMPLES)
+            ).all()
+            for name, version in key_versions
         }
-    for provider_name, version, blob_key in samples:
-        provider = local[provider_name]
-        try:
-            blob = service.barrier.blobs.get(blob_key)
-        except FileNotFoundError:
-            continue  # reported when that version is read; another sample may follow
-        try:
-            _ref, wrapped, _ = parse_header(blob)
-            provider.unwrap(wrapped, context_for(paths[blob_key]))
-        except (BlobCorrupt, KeyDenied, KeyInvalid):
+    for (name, version), rows in samples.items():
+        provider = local[name]
+        verdict = _try_unwrap(service, provider, rows)
+        if verdict is False:
             where = f" in {provider.path}" if isinstance(provider, KeyfileProvider) else ""
             raise StartupError(
-                f"key provider {provider_name!r}: key version {version}{where} does not open the "
+                f"key provider {name!r}: key version {version}{where} does not open the "
                 "data keys stored under it (a different or new key than the other "
                 "replicas'?); restore the key the store was encrypted with"
-            ) from None
+            )
+        if verdict is None:
+            log.warning(
+                "key provider %r: no readable blob under key version %s to check the key "
+                "against (%d missing or damaged)",
+                name,
+                version,
+                len(rows),
+            )
+
+
+def _try_unwrap(
+    service: StateService, provider: KeyfileProvider | PassphraseProvider, rows: Sequence[Any]
+) -> bool | None:
+    """True once one sample's data key unwraps; False if samples were readable and none
+    unwrapped; None if none could be read (missing or damaged blobs are not the key's fault:
+    reading those versions fails on its own)."""
+    readable = False
+    for row in rows:
+        try:
+            _ref, wrapped, _ = parse_header(service.barrier.blobs.get(row.blob_key))
+        except (FileNotFoundError, BlobCorrupt):
+            continue
+        readable = True
+        try:
+            provider.unwrap(wrapped, context_for(row.path))
+        except (KeyDenied, KeyInvalid):
+            continue
+        return True
+    return False if readable else None

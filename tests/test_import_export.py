@@ -15,9 +15,10 @@ import hashlib
 import json
 import os
 import shlex
+import stat
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from stateward import s3layout
 from stateward.audit import context as audit_context
 from stateward.cli import imports as cli_imports
 from stateward.cli.main import cli
-from stateward.config import ClientEncryptionRule, Settings
+from stateward.config import ClientEncryptionRule, RetentionRule, Settings
 from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
 from stateward.paths import validate_path
 from stateward.policy_model import Role, Rule
@@ -40,7 +41,7 @@ from stateward.principal import Principal
 from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
-from stateward.service.imports import ImportSource
+from stateward.service.imports import ImportSource, resume_point
 from tests.pg import Store
 from tests.support import TERRAFORM_111, lock_body, make_state
 
@@ -711,6 +712,246 @@ def test_import_files(tmp_path: Path, svc_of: Any) -> None:
     assert dec.stdout_bytes == TOFU_PLAINTEXT
 
 
+def _spy_on_gets(
+    monkeypatch: pytest.MonkeyPatch,
+    gets: list[dict[str, Any]],
+    answer: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """The CLI's S3 clients record every GetObject's parameters (``answer`` may rewrite
+    what S3 answered)."""
+    real = cli_imports.boto_client
+
+    def client_factory(*args: Any, **kw: Any) -> Any:
+        client = real(*args, **kw)
+        get_object = client.get_object
+
+        def get(**params: Any) -> Any:
+            gets.append(params)
+            got = get_object(**params)
+            return got if answer is None else answer(got)
+
+        client.get_object = get
+        return client
+
+    monkeypatch.setattr(cli_imports, "boto_client", client_factory)
+
+
+def _versioned_bucket(url: str, name: str) -> tuple[Any, str]:
+    s3 = s3_client(url)
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return s3, bucket
+
+
+def test_import_s3_skips_objects_over_max_body_bytes_unread(
+    moto_s3: str, aws: None, tmp_path: Path, svc_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listed size decides, before any GET: a current object over the limit skips its
+    key, an older version over it is left out; each is reported."""
+    limit = 4096
+    monkeypatch.setenv("STATEWARD_MAX_BODY_BYTES", str(limit))
+    s3, bucket = _versioned_bucket(moto_s3, "big")
+    lineage = str(uuid.uuid4())
+    small1, big, small3 = (
+        make_state(1, lineage),
+        make_state(2, lineage, pad=3 * limit),
+        make_state(3, lineage),
+    )
+    for body in (small1, big, small3):
+        s3.put_object(Bucket=bucket, Key="app/terraform.tfstate", Body=body)
+    huge = make_state(pad=4 * limit)
+    s3.put_object(Bucket=bucket, Key="huge/terraform.tfstate", Body=huge)
+    src = Source(moto_s3, bucket, {})
+    big_vid = src.versions("app/terraform.tfstate")[1][0]
+    gets: list[dict[str, Any]] = []
+    _spy_on_gets(monkeypatch, gets)
+    r = import_s3(tmp_path / "d", src, "--versions")
+    assert r.exit_code == 0, r.output
+    rows = report(r)["by_key"]
+    assert (rows["huge/terraform.tfstate"]["result"], rows["huge/terraform.tfstate"]["detail"]) == (
+        "skipped",
+        f"larger than max_body_bytes ({limit} bytes): {len(huge)} bytes",
+    )
+    big_ref = f"s3://{bucket}/app/terraform.tfstate?versionId={big_vid}"
+    assert (rows[big_ref]["result"], rows[big_ref]["detail"]) == (
+        "skipped",
+        f"larger than max_body_bytes ({limit} bytes): {len(big)} bytes",
+    )
+    assert (rows["app/terraform.tfstate"]["result"], rows["app/terraform.tfstate"]["versions"]) == (
+        "imported",
+        2,
+    )
+    assert bodies(svc_of(tmp_path / "d"), "app") == [small1, small3]
+    assert gets and not [
+        g for g in gets if g["Key"] == "huge/terraform.tfstate" or g.get("VersionId") == big_vid
+    ]
+    # current objects only: the same by the size ListObjectsV2 gives
+    gets.clear()
+    r = import_s3(tmp_path / "e", src)
+    assert r.exit_code == 0, r.output
+    rows = report(r)["by_key"]
+    assert rows["huge/terraform.tfstate"]["result"] == "skipped"
+    assert rows["huge/terraform.tfstate"]["detail"].startswith("larger than max_body_bytes")
+    assert rows["app/terraform.tfstate"]["result"] == "imported"
+    assert [g["Key"] for g in gets] == ["app/terraform.tfstate"]
+
+
+def test_import_s3_reads_at_most_the_limit(
+    moto_s3: str, aws: None, tmp_path: Path, svc_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object that grew after it was listed: refused by its Content-Length unread, and
+    without one, by reading at most limit + 1 bytes."""
+    limit = 4096
+    monkeypatch.setenv("STATEWARD_MAX_BODY_BYTES", str(limit))
+    s3 = s3_client(moto_s3)
+    bucket = f"grown-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    grown = make_state(pad=4 * limit)
+    s3.put_object(Bucket=bucket, Key="grown/terraform.tfstate", Body=grown)
+    real_list = cli_imports.list_current
+
+    def listed_small(*args: Any) -> dict[str, list[cli_imports.ObjectVersion]]:
+        return {
+            key: [cli_imports.ObjectVersion(v.key, v.version_id, v.modified, 10) for v in found]
+            for key, found in real_list(*args).items()
+        }
+
+    monkeypatch.setattr(cli_imports, "list_current", listed_small)
+    reads: list[int | None] = []
+
+    class Body:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def read(self, amt: int | None = None) -> bytes:
+            reads.append(amt)
+            return bytes(self.inner.read(amt))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    def spied(answer: dict[str, Any]) -> dict[str, Any]:
+        return answer | {"Body": Body(answer["Body"])}
+
+    gets: list[dict[str, Any]] = []
+    _spy_on_gets(monkeypatch, gets, spied)
+    r = import_s3(tmp_path / "d", Source(moto_s3, bucket, {}))
+    assert r.exit_code == 0, r.output
+    row = report(r)["by_key"]["grown/terraform.tfstate"]
+    assert (row["result"], row["detail"]) == (
+        "skipped",
+        f"larger than max_body_bytes ({limit} bytes): {len(grown)} bytes",
+    )
+    assert gets and reads == []  # Content-Length said so: not read at all
+
+    def no_length(answer: dict[str, Any]) -> dict[str, Any]:  # on top of the spy above
+        return {k: v for k, v in answer.items() if k != "ContentLength"}
+
+    _spy_on_gets(monkeypatch, gets, no_length)
+    r = import_s3(tmp_path / "e", Source(moto_s3, bucket, {}))
+    assert r.exit_code == 0, r.output
+    row = report(r)["by_key"]["grown/terraform.tfstate"]
+    assert (row["result"], row["detail"]) == (
+        "skipped",
+        f"larger than max_body_bytes ({limit} bytes)",
+    )
+    assert reads == [limit + 1]
+    assert svc_of(tmp_path / "e").list_states(ADMIN) == []
+
+
+def test_import_file_checks_the_size_before_reading(
+    tmp_path: Path, svc_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 4096
+    monkeypatch.setenv("STATEWARD_MAX_BODY_BYTES", str(limit))
+    ok, big = tmp_path / "a.tfstate", tmp_path / "b.tfstate"
+    ok.write_bytes(make_state(1))
+    big.write_bytes(make_state(2, pad=4 * limit))
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def spy(self: Path, *args: Any, **kw: Any) -> Any:
+        opened.append(self)
+        return real_open(self, *args, **kw)
+
+    monkeypatch.setattr(Path, "open", spy)
+    data = tmp_path / "d"
+    r = run(data, "import", "file", str(ok), str(big), "--path", "team/x")
+    assert r.exit_code == 1
+    size = big.stat().st_size
+    assert f"b.tfstate: larger than max_body_bytes ({limit} bytes): {size} bytes" in r.stderr
+    assert "nothing imported" in r.stderr
+    assert big not in opened
+    assert svc_of(data).read(ADMIN, "team/x") is None
+
+
+def test_import_reads_the_null_version(
+    moto_s3: str, aws: None, tmp_path: Path, svc_of: Any
+) -> None:
+    """Serial 1 written before versioning was enabled (S3 lists it as version "null"), serials
+    2 and 3 after: --versions imports 1, 2, 3, the first recorded as ?versionId=null."""
+    s3 = s3_client(moto_s3)
+    bucket = f"null-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    lineage = str(uuid.uuid4())
+    states = [make_state(n, lineage) for n in (1, 2, 3)]
+    s3.put_object(Bucket=bucket, Key="x/terraform.tfstate", Body=states[0])
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in states[1:]:
+        s3.put_object(Bucket=bucket, Key="x/terraform.tfstate", Body=body)
+    listed = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert "null" in [v["VersionId"] for v in listed]
+    src = Source(moto_s3, bucket, {})
+    data = tmp_path / "d"
+    r = import_s3(data, src, "--versions")
+    assert r.exit_code == 0, r.output
+    assert report(r)["by_key"]["x/terraform.tfstate"]["versions"] == 3
+    svc = svc_of(data)
+    assert bodies(svc, "x") == states
+    hist = sorted(svc.history(ADMIN, "x"), key=lambda v: v.seq)
+    assert [v.serial for v in hist] == [1, 2, 3]
+    records = list(svc.audit_records(ADMIN, AuditQuery(path="x")))
+    where = f"s3://{bucket}/x/terraform.tfstate?versionId=null"
+    assert records[0].version == 1 and records[0].operation == f"cli import s3 {where}"
+    again = import_s3(data, src, "--versions")
+    assert again.exit_code == 0 and report(again)["totals"]["imported_versions"] == 0
+
+
+def test_import_s3_resumes_after_retention(
+    moto_s3: str, aws: None, tmp_path: Path, svc_of: Any
+) -> None:
+    """Two versions imported, retention keeps one, two more written to the source: the next
+    import adds those two, in order (the source is read twice, reported once)."""
+    s3, bucket = _versioned_bucket(moto_s3, "retained")
+    lineage = str(uuid.uuid4())
+    states = [make_state(n, lineage) for n in (1, 2, 3, 4)]
+    key = "app/terraform.tfstate"
+    s3.put_object(Bucket=bucket, Key=key, Body=states[0])
+    s3.put_object(Bucket=bucket, Key=key, Body=b"not a state")
+    s3.put_object(Bucket=bucket, Key=key, Body=states[1])
+    src = Source(moto_s3, bucket, {})
+    data = tmp_path / "d"
+    r = import_s3(data, src, "--versions")
+    assert r.exit_code == 0, r.output
+    assert report(r)["by_key"][key]["versions"] == 2
+    svc = svc_of(data, retention=[RetentionRule(path="**", keep_versions=1)])
+    assert svc.run_maintenance(ADMIN).to_dict()["versions_removed"] == 1
+    assert [v.seq for v in svc.history(ADMIN, "app")] == [2]
+    for body in states[2:]:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    r = import_s3(data, src, "--versions")
+    assert r.exit_code == 0, r.output
+    doc = report(r)
+    row = doc["by_key"][key]
+    assert (row["result"], row["versions"]) == ("imported", 2)
+    assert row["detail"].startswith("as versions 3-4")
+    assert len([x for x in doc["rows"] if x["detail"].startswith("not a state")]) == 1
+    assert bodies(svc, "app") == states[1:]
+    again = import_s3(data, src, "--versions")
+    assert again.exit_code == 0 and report(again)["by_key"][key]["result"] == "up to date"
+
+
 # -- the service operation ---------------------------------------------------------------------
 
 
@@ -797,6 +1038,80 @@ def test_service_import_needs_admin_on_the_path(store: Store, tmp_path: Path) ->
     assert svc.import_state(team, "team/x", [_src(body)]).imported == (1,)
     with pytest.raises(Forbidden):
         svc.import_state(team, "other/x", [_src(body)])
+
+
+def test_resume_point_is_the_last_match_after_a_subsequence() -> None:
+    assert resume_point([], ["a", "b"]) == -1
+    assert resume_point(["b"], ["a", "b", "c", "d"]) == 1
+    assert resume_point(["a", "c"], ["a", "b", "c", "d"]) == 2  # b removed by retention
+    assert resume_point(["b"], ["a", "b", "c", "b", "d"]) == 3  # the last one
+    assert resume_point(["c", "b"], ["a", "b", "c", "b", "d"]) == 3
+    assert resume_point(["c", "a"], ["a", "b", "c"]) is None  # another order
+    assert resume_point(["x"], ["a", "b"]) is None
+
+
+class _Twice:
+    """Sources that may be read twice; ``second`` replaces them on the second read."""
+
+    def __init__(self, first: list[ImportSource], second: list[ImportSource] | None = None):
+        self.reads = 0
+        self.first, self.second = first, second
+
+    def __iter__(self) -> Iterator[ImportSource]:
+        self.reads += 1
+        items = self.first if self.reads == 1 or self.second is None else self.second
+        return iter(items)
+
+
+def test_service_import_resumes_after_retention(store: Store, tmp_path: Path) -> None:
+    """Import 2 of 4 versions, retention keeps 1, import all 4: the 2 new ones are added, in
+    order -- from a list, a re-iterable, and a one-shot iterator alike."""
+    svc = store.build(tmp_path / "d", retention=[RetentionRule(path="**", keep_versions=1)])
+    lineage = str(uuid.uuid4())
+    s = [make_state(serial=n, lineage=lineage) for n in (1, 2, 3, 4)]
+    make: dict[str, Callable[[], Any]] = {
+        "p/list": lambda: [_src(b, i, 1000.0 + i) for i, b in enumerate(s)],
+        "p/again": lambda: _Twice([_src(b, i, 1000.0 + i) for i, b in enumerate(s)]),
+        "p/gen": lambda: (_src(b, i, 1000.0 + i) for i, b in enumerate(s)),
+    }
+    for path in make:
+        assert svc.import_state(ADMIN, path, [_src(b) for b in s[:2]]).imported == (1, 2)
+    assert svc.run_maintenance(ADMIN).to_dict()["versions_removed"] == 3
+    for path, sources in make.items():
+        assert [v.seq for v in svc.history(ADMIN, path)] == [2], path
+        dry = svc.import_state(ADMIN, path, sources(), dry_run=True)
+        assert (dry.pending, dry.imported, dry.present) == (2, (), 2), path
+        res = svc.import_state(ADMIN, path, sources())
+        assert (res.imported, res.present, res.pending) == ((3, 4), 2, 2), path
+        hist = sorted(svc.history(ADMIN, path), key=lambda v: v.seq)
+        assert [(v.seq, v.serial, v.kind) for v in hist] == [
+            (2, 2, "import"),
+            (3, 3, "import"),
+            (4, 4, "import"),
+        ], path
+        assert [v.created_at for v in hist[1:]] == [1002.0, 1003.0], path
+        again = svc.import_state(ADMIN, path, sources())
+        assert (again.pending, again.imported, again.current_matches) == (0, (), False), path
+    # retention again (keeps the current one, seq 4): still up to date
+    svc.run_maintenance(ADMIN)
+    assert svc.import_state(ADMIN, "p/list", make["p/list"]()).up_to_date
+    # a repeated state: the import continues after its last occurrence
+    a, b, c = s[0], s[1], s[2]
+    svc.import_state(ADMIN, "p/rep", [_src(a), _src(b)])
+    svc.run_maintenance(ADMIN)  # leaves b
+    res = svc.import_state(ADMIN, "p/rep", [_src(a), _src(b), _src(c), _src(b), _src(s[3])])
+    assert (res.imported, res.present) == ((3,), 4)
+    # the path's versions in another order than the source's: refused as before
+    svc.import_state(ADMIN, "p/order", [_src(c), _src(a)])
+    with pytest.raises(Conflict, match="already has a different history"):
+        svc.import_state(ADMIN, "p/order", [_src(a), _src(b), _src(c), _src(s[3])])
+    # a source that changes between its two reads: refused before anything is written
+    svc.import_state(ADMIN, "p/changed", [_src(a), _src(b)])
+    svc.run_maintenance(ADMIN)
+    twice = _Twice([_src(x) for x in s], [_src(x) for x in (a, b, s[3], c)])
+    with pytest.raises(Conflict, match="changed during the import"):
+        svc.import_state(ADMIN, "p/changed", twice)
+    assert [v.seq for v in svc.history(ADMIN, "p/changed")] == [2]
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -948,3 +1263,77 @@ def test_export_policy_per_path(
     assert r.exit_code == 1 and "exactly one of" in r.stderr
     r = run(data, "export", str(tmp_path / "none"), "--plaintext", "--region", REGION)
     assert r.exit_code == 1 and "s3:// destination" in r.stderr
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_directory_export_never_writes_through_prepared_files(tmp_path: Path, svc_of: Any) -> None:
+    """A 0666 ``terraform.tfstate.tmp`` and symlinks planted in the destination are neither
+    reused nor followed: each state lands in a new 0600 file; new directories are 0700."""
+    data = tmp_path / "d"
+    svc = svc_of(data)
+    one, two = make_state(1), make_state(2)
+    svc.write(ADMIN, "one", one)
+    svc.write(ADMIN, "two", two)
+    out = tmp_path / "out"
+    (out / "one").mkdir(parents=True)
+    (out / "two").mkdir()
+    planted = out / "one" / "terraform.tfstate.tmp"
+    planted.write_bytes(b"planted")
+    planted.chmod(0o666)
+    victim, victim2 = tmp_path / "victim", tmp_path / "victim2"
+    victim.write_bytes(b"victim")
+    victim2.write_bytes(b"victim2")
+    (out / "two" / "terraform.tfstate.tmp").symlink_to(victim)
+    (out / "two" / "terraform.tfstate").symlink_to(victim2)
+    r = run(data, "export", str(out), "--plaintext")
+    assert r.exit_code == 0, r.output
+    for path, body in (("one", one), ("two", two)):
+        file = out / path / "terraform.tfstate"
+        assert stat.S_ISREG(os.lstat(file).st_mode), path
+        assert _mode(file) == 0o600, path
+        assert file.read_bytes() == body
+    assert planted.read_bytes() == b"planted" and _mode(planted) == 0o666
+    assert (out / "two" / "terraform.tfstate.tmp").is_symlink()
+    assert victim.read_bytes() == b"victim" and victim2.read_bytes() == b"victim2"
+    assert not list(out.rglob(".terraform.tfstate.*"))  # no temporary file left behind
+    fresh = tmp_path / "new" / "deep" / "out"
+    r = run(data, "export", str(fresh), "--plaintext")
+    assert r.exit_code == 0, r.output
+    for d in (tmp_path / "new", tmp_path / "new" / "deep", fresh, fresh / "one"):
+        assert _mode(d) == 0o700, d
+    assert _mode(fresh / "one" / "terraform.tfstate") == 0o600
+
+
+def test_directory_export_refuses_a_directory_others_control(
+    tmp_path: Path, svc_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "d"
+    svc_of(data).write(ADMIN, "one", make_state(1))
+
+    def refused(dest: Path, why: str) -> None:
+        r = run(data, "export", str(dest), "--plaintext")
+        assert r.exit_code == 1, r.output
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "nothing exported" in r.stderr and why in r.stderr, r.stderr
+        assert not [p for p in dest.rglob("*") if p.is_file()]
+
+    for mode in (0o777, 0o770, 0o1777):
+        shared = tmp_path / f"shared-{mode:o}"
+        shared.mkdir()
+        shared.chmod(mode)
+        refused(shared, f"group- or world-writable (mode {mode:04o})")
+    inner = tmp_path / "inner"
+    (inner / "one").mkdir(parents=True)
+    (inner / "one").chmod(0o757)
+    refused(inner, f"{inner / 'one'} is group- or world-writable")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    if os.geteuid() == 0:
+        os.chown(theirs, 4242, 4242)
+    else:
+        uid = os.geteuid()
+        monkeypatch.setattr(os, "geteuid", lambda: uid + 1)
+    refused(theirs, "not owned by the current user")

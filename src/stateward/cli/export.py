@@ -9,13 +9,20 @@ encryption description (pbkdf2 passphrase or AWS KMS, as in ``stateward tofu enc
 ``tofu`` alone can read it with the same ``encryption {}`` block, or written as it is with
 ``--plaintext`` (a deliberate act); ``--policy FILE`` chooses one or the other per path glob.
 States that clients already encrypted are written as they are. docs/import-export.md.
+
+A directory export only writes into directories the current user owns and nobody else can
+write to (created 0700), each file through a fresh 0600 temporary file (O_EXCL, no symlinks
+followed) renamed into place: a file or link someone else prepared is never written through.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,18 +115,92 @@ def rule_for(rules: list[ExportRule], path: str) -> ExportRule | None:
 
 
 class Sink(Protocol):
+    def prepare(self, paths: list[str]) -> None: ...
+
     def write(self, path: str, data: bytes) -> None: ...
 
     def describe(self) -> str: ...
 
 
+def unsafe_directory(directory: Path) -> str | None:
+    """Why writing a state into ``directory`` is unsafe (someone else could swap or read the
+    file), or None: it must be a directory the current user owns, not group- or
+    world-writable."""
+    try:
+        info = directory.stat()
+    except OSError as exc:
+        return f"cannot use {directory}: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} exists and is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"{directory} is not owned by the current user (owner uid {info.st_uid})"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        return (
+            f"{directory} is group- or world-writable (mode {mode:04o}); "
+            "export into a directory only you can write to"
+        )
+    return None
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents with mode 0700."""
+    missing = []
+    level = directory
+    while not level.exists() and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    for level in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # checked by the caller afterwards
+            level.mkdir(mode=0o700)
+
+
 class DirectorySink:
+    """``<directory>/<path>/terraform.tfstate``; refuses (nothing written) a destination, or
+    a directory under it, that the current user does not own or others can write to."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if directory.exists():
+            self._check(directory, "nothing exported: ")
+        try:
+            make_private_dirs(directory)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot create {directory}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        self._check(directory, "nothing exported: ")
+
+    @staticmethod
+    def _check(directory: Path, lead: str) -> None:
+        problem = unsafe_directory(directory)
+        if problem is not None:
+            raise click.ClickException(lead + problem)
+
+    def _levels(self, path: str) -> list[Path]:
+        """The directories under the destination that ``path``'s file is written through."""
+        parent = Path(s3layout.export_key(path)).parent
+        return [self.directory / Path(*parent.parts[: i + 1]) for i in range(len(parent.parts))]
+
+    def prepare(self, paths: list[str]) -> None:
+        """Check every directory that already exists, before anything is written."""
+        for path in paths:
+            for level in self._levels(path):
+                if level.exists() or level.is_symlink():
+                    self._check(level, "nothing exported: ")
 
     def write(self, path: str, data: bytes) -> None:
-        _write(self.directory / s3layout.export_key(path), data)
+        file = self.directory / s3layout.export_key(path)
+        try:
+            for level in self._levels(path):
+                with contextlib.suppress(FileExistsError):
+                    level.mkdir(mode=0o700)
+                self._check(level, f"stopped at {path}: ")
+            _write(file, data)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write {file}: {exc.strerror or type(exc).__name__}"
+            ) from None
 
     def describe(self) -> str:
         return str(self.directory)
@@ -131,6 +212,9 @@ class S3Sink:
 
     def __init__(self, client: Any, bucket: str, prefix: str) -> None:
         self.client, self.bucket, self.prefix = client, bucket, prefix
+
+    def prepare(self, paths: list[str]) -> None:
+        pass
 
     def write(self, path: str, data: bytes) -> None:
         key = s3layout.export_key(path, self.prefix)
@@ -225,6 +309,7 @@ def export(
         if Path(destination).exists() and not Path(destination).is_dir():
             raise click.ClickException(f"{destination} exists and is not a directory")
         sink = DirectorySink(Path(destination))
+    sink.prepare(paths)
     counts = {"encrypted": 0, "plaintext": 0, "client-encrypted": 0}
     with click.progressbar(paths, label="exporting", file=click.get_text_stream("stderr")) as bar:
         for path in bar:
@@ -264,11 +349,22 @@ def _client_encrypted(body: bytes) -> bool:
 
 
 def _write(file: Path, data: bytes) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = file.with_name(file.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, file)
+    """Write ``file`` atomically: a new 0600 temporary file beside it (mkstemp: O_EXCL, so
+    never a file or link that is already there), synced, renamed over ``file`` (a link there
+    is replaced, not followed)."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # the rename itself
+    finally:
+        os.close(dir_fd)

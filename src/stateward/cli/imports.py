@@ -5,7 +5,8 @@ a path by the rules of :mod:`stateward.s3layout` (docs/import-export.md), every 
 (``--versions``) a stateward version of kind ``import``, through the service like any other
 write (:meth:`~stateward.service.imports.ImportOps.import_state`). Runs are resumable: a second
 run imports only what is new, and says so. Nothing is written when two keys would land on the
-same path.
+same path. Nothing larger than ``max_body_bytes`` is downloaded: the listed size decides before
+any GET, and a GET reads at most one byte more than the limit.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ class SourceError(Exception):
     """Reading the source failed (one line: operation, object, S3 error code)."""
 
 
+class TooLargeSource(SourceError):
+    """An object (version) is larger than ``max_body_bytes``: skipped, not read."""
+
+
+def too_large(limit: int, size: int | None) -> str:
+    """The reason an object of ``size`` bytes (None: unknown) is skipped."""
+    return f"larger than max_body_bytes ({limit} bytes)" + (
+        "" if size is None else f": {size} bytes"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
     key: str
@@ -55,6 +67,8 @@ class Candidate:
     path: str
     #: Oldest first; the last one is the current object.
     versions: list[ObjectVersion]
+    #: Older versions left out, larger than ``max_body_bytes``: (version, reason).
+    too_large: list[tuple[ObjectVersion, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -212,25 +226,39 @@ def list_versions(
 
 
 def _ref(bucket: str, key: str, version_id: str | None) -> str:
+    """Where a version came from; ``?versionId=null`` names the version S3 keeps for an object
+    written before versioning was enabled."""
     ref = f"s3://{bucket}/{key}"
-    return source_ref(ref if version_id in (None, "null") else f"{ref}?versionId={version_id}")
+    return source_ref(ref if version_id is None else f"{ref}?versionId={version_id}")
 
 
-def fetch(client: Any, bucket: str, v: ObjectVersion) -> tuple[bytes, str | None, float]:
+def fetch(
+    client: Any, bucket: str, v: ObjectVersion, limit: int
+) -> tuple[bytes, str | None, float]:
     """The bytes of one object version, its version ID (the current one's if unknown) and its
-    time (as read, in case the current object changed since it was listed)."""
+    time (as read, in case the current object changed since it was listed).
+
+    A listed version is always fetched by its ID, ``null`` included (without it S3 answers
+    with the current object). Raises TooLargeSource, reading at most ``limit + 1`` bytes, for
+    an object larger than ``limit`` (one that grew since it was listed)."""
     args: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
-    if v.version_id is not None and v.version_id != "null":
+    if v.version_id is not None:
         args["VersionId"] = v.version_id
     try:
         answer = client.get_object(**args)
         body = answer["Body"]
         try:
-            data = bytes(body.read())
+            length = answer.get("ContentLength")
+            length = length if isinstance(length, int) else None
+            if length is not None and length > limit:
+                raise TooLargeSource(too_large(limit, length))
+            data = bytes(body.read(limit + 1))
         finally:
             body.close()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise _s3_error("GetObject", _ref(bucket, v.key, v.version_id), exc) from None
+    if len(data) > limit:
+        raise TooLargeSource(too_large(limit, length))
     modified = _when(answer.get("LastModified")) or v.modified
     return data, answer.get("VersionId") or v.version_id, modified
 
@@ -303,6 +331,7 @@ def import_s3(
         except BadRequest as exc:
             raise click.ClickException(f"--path-prefix: {exc}") from None
     overrides = parse_maps(maps)
+    limit = obj.settings().max_body_bytes
     client = s3_client(endpoint_url, region)
     prefixes = s3layout.list_prefixes(prefix, workspace_key_prefix)
     deleted: set[str] = set()
@@ -318,9 +347,9 @@ def import_s3(
             + ", ".join(repr(k) for k in unknown)
         )
     summary = Summary()
-    load = _loader(client, bucket)
+    load = _loader(client, bucket, limit)
     candidates = _plan(listed, keys, deleted, overrides, summary, load, prefix,
-                       workspace_key_prefix, path_prefix)  # fmt: skip
+                       workspace_key_prefix, path_prefix, limit)  # fmt: skip
     svc = obj.service()
     total = sum(len(c.versions) for c in candidates)
     stderr = click.get_text_stream("stderr")
@@ -334,9 +363,9 @@ def import_s3(
     summary.finish(as_json, dry_run)
 
 
-def _loader(client: Any, bucket: str) -> Loader:
+def _loader(client: Any, bucket: str, limit: int) -> Loader:
     def load(v: ObjectVersion) -> tuple[bytes, str | None, float]:
-        return fetch(client, bucket, v)
+        return fetch(client, bucket, v, limit)
 
     return load
 
@@ -351,10 +380,14 @@ def _plan(
     prefix: str,
     workspace_key_prefix: str,
     path_prefix: str,
+    limit: int,
 ) -> list[Candidate]:
     """Keys -> candidates, skipping by name and refusing what cannot be placed; raise (nothing
     written) when two states would land on one path. Content is read only where needed: a
-    key whose path is refused or collides is first checked to be a state at all."""
+    key whose path is refused or collides is first checked to be a state at all.
+
+    By the listed size, before any GET: a key whose current object is larger than ``limit``
+    is skipped, and older versions that are, are left out (reported when it is imported)."""
     placed: dict[str, list[Candidate]] = defaultdict(list)
     problems: list[tuple[Candidate, str]] = []
     for key in keys:
@@ -381,7 +414,12 @@ def _plan(
             continue
         if not versions:
             continue
-        cand = Candidate(key, path, versions)
+        if versions[-1].size > limit:
+            summary.add(key, path or None, "skipped", 0, too_large(limit, versions[-1].size))
+            continue
+        small = [v for v in versions if v.size <= limit]
+        big = [(v, too_large(limit, v.size)) for v in versions if v.size > limit]
+        cand = Candidate(key, path, small, big)
         if problem is None:
             try:
                 validate_path(path)
@@ -442,6 +480,10 @@ def _import_candidate(
     done = 0
     try:
         latest = load(cand.versions[-1])
+    except TooLargeSource as exc:
+        advance(len(cand.versions))
+        summary.add(cand.key, cand.path, "skipped", 0, str(exc))
+        return
     except SourceError as exc:
         advance(len(cand.versions))
         summary.add(cand.key, cand.path, "refused", 0, str(exc))
@@ -451,23 +493,38 @@ def _import_candidate(
         advance(len(cand.versions))
         summary.add(cand.key, None, "skipped", 0, reason)
         return
+    for v, why in cand.too_large:
+        summary.add(_ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, why)
 
-    def sources() -> Iterator[ImportSource]:
+    def sources(first: bool) -> Iterator[ImportSource]:
+        """The versions, oldest first. Only the first pass reports skips and moves the bar
+        (the service reads them again when the path's history continues after a gap)."""
         nonlocal done
         last = len(cand.versions) - 1
         for i, v in enumerate(cand.versions):
-            body, vid, modified = latest if i == last else load(v)
-            done += 1
-            advance(1)
+            try:
+                body, vid, modified = latest if i == last else load(v)
+            except TooLargeSource as exc:  # grew since listed (not for a listed version ID)
+                if first:
+                    done += 1
+                    advance(1)
+                    summary.add(
+                        _ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, str(exc)
+                    )
+                continue
+            if first:
+                done += 1
+                advance(1)
             ref = _ref(bucket, v.key, vid)
             why = not_a_state(body)
             if why is not None:
-                summary.add(ref, cand.path, "skipped", 0, why)
+                if first:
+                    summary.add(ref, cand.path, "skipped", 0, why)
                 continue
             yield ImportSource(ref, body, modified or None)
 
     try:
-        result = svc.import_state(obj.who, cand.path, sources(), dry_run=dry_run)
+        result = svc.import_state(obj.who, cand.path, Replay(sources), dry_run=dry_run)
     except SourceError as exc:
         summary.add(cand.key, cand.path, "refused", 0, f"{exc}; a later run continues")
     except Unavailable:
@@ -478,6 +535,19 @@ def _import_candidate(
         summary.add_result(cand.key, result)
     finally:
         advance(len(cand.versions) - done)
+
+
+class Replay:
+    """An iterable that starts over at each ``iter()``: ``make(True)`` the first time, then
+    ``make(False)`` (the service may read the versions twice, one body in memory at a time)."""
+
+    def __init__(self, make: Callable[[bool], Iterator[ImportSource]]) -> None:
+        self._make = make
+        self._passes = 0
+
+    def __iter__(self) -> Iterator[ImportSource]:
+        self._passes += 1
+        return self._make(self._passes == 1)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -499,15 +569,24 @@ def import_file(
 ) -> None:
     """Import state FILES (oldest first) as versions of PATH, as they are (plain or
     OpenTofu client-encrypted); each keeps its file's modification time."""
+    limit = obj.settings().max_body_bytes
     items = []
     for file in files:
         try:
-            body = file.read_bytes()
-            mtime = file.stat().st_mtime
+            info = file.stat()
+            if info.st_size > limit:
+                raise click.ClickException(
+                    f"{file}: {too_large(limit, info.st_size)}; nothing imported"
+                )
+            with file.open("rb") as fh:
+                body = fh.read(limit + 1)  # it may have grown since
+            mtime = info.st_mtime
         except OSError as exc:
             raise click.ClickException(
                 f"cannot read {file}: {exc.strerror or type(exc).__name__}"
             ) from None
+        if len(body) > limit:
+            raise click.ClickException(f"{file}: {too_large(limit, None)}; nothing imported")
         reason = not_a_state(body)
         if reason is not None:
             raise click.ClickException(f"{file}: {reason}; nothing imported")

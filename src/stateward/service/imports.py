@@ -6,12 +6,16 @@ size limit, a valid state, the client-encryption policy, encryption at rest, the
 the same transaction) except the lineage/serial guards -- an imported history may go backwards,
 as ``state push -force`` can.
 
-Resumable without bookkeeping: a path that already has ``n`` versions whose SHA-256s equal the
-first ``n`` (distinct) source versions continues with the next one; a path whose history differs
-is refused, unless its current version already equals the source's current one (nothing would
-change). Consecutive identical source versions count once (an identical write creates nothing).
-Each version commits on its own, so an interrupted import leaves a prefix of the source history
-that the next run continues.
+Resumable without bookkeeping (:func:`resume_point`): a path that already has ``n`` versions
+whose SHA-256s equal the first ``n`` (distinct) source versions continues with the next one.
+Otherwise -- retention removed some of the path's versions (imported versions keep their old
+source times, so ``keep_days`` removes them; ``keep_versions`` removes the oldest) -- the
+path's versions must be a subsequence of the source's ending at a source version equal to the
+path's current one: the import continues after the last such source version. A path whose
+history differs is refused, unless its current version already equals the source's current one
+(nothing would change). Consecutive identical source versions count once (an identical write
+creates nothing). Each version commits on its own, so an interrupted import leaves a prefix of
+the source history that the next run continues.
 
 The source version's own time (S3 ``LastModified``, a file's mtime) becomes the version's
 ``created_at``: history shows when a state was really written, and retention by age treats
@@ -61,7 +65,8 @@ class ImportSource:
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     path: str
-    #: Source versions (after collapsing consecutive duplicates) already in stateward.
+    #: Source versions (after collapsing consecutive duplicates) already in stateward, or up
+    #: to the one the import continued after (some of them may have gone by retention).
     present: int
     #: Versions created, by seq (empty in a dry run).
     imported: tuple[int, ...]
@@ -96,11 +101,15 @@ class ImportOps(WriteOps, AuditOps):
     ) -> ImportResult:
         """Import ``sources`` (oldest first) as the history of ``path``; needs ``admin``.
 
-        ``sources`` is consumed lazily (one body in memory at a time). Raises Forbidden,
-        Locked (the path's lock is held), Conflict (a different history, or the path changed
-        during the import), TooLarge or BadRequest (a version is refused: the versions before
-        it stay, and a later run continues from there). A refusal is recorded in the audit
-        trail for the path; each imported version is recorded with its source.
+        ``sources`` is consumed lazily (one body in memory at a time). When the path's
+        history continues the source's after a gap (retention), the source is read a second
+        time to import the versions after it: pass an iterable that starts over at each
+        ``iter()`` (a list; a one-shot iterator's remaining versions are held in memory).
+        Raises Forbidden, Locked (the path's lock is held), Conflict (a different history, or
+        the path or the source changed during the import), TooLarge or BadRequest (a version
+        is refused: the versions before it stay, and a later run is refused at the same
+        version until its cause is fixed). A refusal is recorded in the audit trail for the
+        path; each imported version is recorded with its source.
         """
         outer = audit_context.current()
         if outer is not None:
@@ -133,36 +142,59 @@ class ImportOps(WriteOps, AuditOps):
                     .order_by(versions.c.seq)
                 ).scalars()
             ]
+        n = len(existing)
+        first_pass = iter(sources)
+        one_shot = first_pass is sources
+        seen: list[str] = []  # the distinct source versions' digests, oldest first
         imported: list[int] = []
-        previous: str | None = None  # the last distinct source version's digest
-        index = present = pending = duplicates = 0
-        diverged = False
-        for src in sources:
+        pending = duplicates = 0
+        prefix = True  # so far, the source's versions are the path's, from the first one
+        matched = 0  # how many of the path's versions are a subsequence of ``seen``
+        tail: list[tuple[str, ImportSource]] = []  # one-shot: after the last resume point
+        for src in first_pass:
             sha = hashlib.sha256(src.body).hexdigest()
-            if sha == previous:
+            if seen and sha == seen[-1]:
                 duplicates += 1
                 continue
-            expected, previous = previous, sha
-            if index < len(existing) or diverged:
-                if not diverged and existing[index] == sha:
-                    present += 1
-                else:
-                    diverged = True
-                index += 1
+            index = len(seen)
+            seen.append(sha)
+            if matched < n and existing[matched] == sha:
+                matched += 1
+            if prefix and index >= n:  # the path has the first n: import the rest as read
+                summary = self._check_import(path, src.body)
+                pending += 1
+                if not dry_run:
+                    expected = seen[-2] if index else None
+                    imported.append(self._import_one(who, path, src, sha, summary, expected, outer))
                 continue
-            index += 1
+            if prefix and existing[index] != sha:
+                prefix = False
+            if not prefix and one_shot and matched == n:
+                if sha == existing[-1]:
+                    tail.clear()  # a later resume point
+                else:
+                    tail.append((sha, src))
+        if prefix:  # the path has every source version (and maybe versions written on top)
+            present = min(n, len(seen))
+            return ImportResult(path, present, tuple(imported), pending, duplicates, False, dry_run)
+        k = resume_point(existing, seen)
+        if k is None:
+            if seen[-1] == existing[-1]:
+                return ImportResult(path, 0, (), 0, duplicates, True, dry_run)
+            raise Conflict(
+                f"{path} already has a different history ({n} version(s) that are not "
+                "versions of the source, in its order, up to one equal to its current "
+                "version); nothing imported"
+            )
+        rest = iter(tail) if one_shot else _after(path, sources, seen, k)
+        expected = seen[k]
+        for sha, src in rest:
             summary = self._check_import(path, src.body)
             pending += 1
             if not dry_run:
                 imported.append(self._import_one(who, path, src, sha, summary, expected, outer))
-        if diverged:
-            if existing and previous == existing[-1]:
-                return ImportResult(path, present, (), 0, duplicates, True, dry_run)
-            raise Conflict(
-                f"{path} already has a different history ({len(existing)} version(s) that "
-                "are not the first versions of the source); nothing imported"
-            )
-        return ImportResult(path, present, tuple(imported), pending, duplicates, False, dry_run)
+            expected = sha
+        return ImportResult(path, k + 1, tuple(imported), pending, duplicates, False, dry_run)
 
     def _check_import(self, path: str, body: bytes) -> statefile.StateSummary:
         """The checks of a write that need no transaction (size, a valid state, policy)."""
@@ -237,6 +269,46 @@ class ImportOps(WriteOps, AuditOps):
         ) as ctx:
             ctx.who = outer.who or who
             yield ctx
+
+
+def resume_point(existing: list[str], source: list[str]) -> int | None:
+    """Where an import continues when the path's versions ``existing`` (digests, by seq) are
+    not the source's first ones: the last ``k`` with ``source[k] == existing[-1]`` such that
+    ``existing`` is a subsequence of ``source[:k + 1]`` (retention removes versions, never
+    reorders them); None when there is none (a different history). ``source`` holds distinct
+    consecutive digests. The import goes on with ``source[k + 1:]``."""
+    if not existing:
+        return -1
+    matched = 0
+    for index, sha in enumerate(source):
+        if sha == existing[matched]:
+            matched += 1
+            if matched == len(existing):
+                last = existing[-1]
+                return max(k for k in range(index, len(source)) if source[k] == last)
+    return None
+
+
+def _after(
+    path: str, sources: Iterable[ImportSource], seen: list[str], k: int
+) -> Iterator[tuple[str, ImportSource]]:
+    """The source read again: its distinct versions after ``seen[k]``, with their digests;
+    Conflict if it is not what the first pass read."""
+    changed = Conflict(f"the source of {path} changed during the import; run it again")
+    index = -1
+    previous: str | None = None
+    for src in sources:
+        sha = hashlib.sha256(src.body).hexdigest()
+        if sha == previous:
+            continue
+        previous = sha
+        index += 1
+        if index >= len(seen) or seen[index] != sha:
+            raise changed
+        if index > k:
+            yield sha, src
+    if index != len(seen) - 1:
+        raise changed
 
 
 def _refuse_if_locked(conn: Connection, path: str) -> None:

@@ -11,6 +11,10 @@ Blobs stay encrypted and are copied as they are, so the target must use the same
 providers (the same key file contents, passphrase or KMS keys) and the same token key file:
 both are checked where they are files, before anything is written; ``--verify-decrypt``
 decrypts every version with the target's configuration to prove the rest.
+
+The target always gets its own blob store (another data directory, bucket or non-overlapping
+prefix): a shared one is refused, since each store's gc and retention would delete the blobs
+only the other's metadata references.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from stateward.service.factory import blob_store, build_service, metadata_engine
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.copy import (
     BlobEntry,
+    BlobLocation,
     CopyFailed,
     CopyRefused,
     Plan,
@@ -51,6 +56,7 @@ from stateward.storage.copy import (
     existing_rows,
     plan_copy,
     read_snapshot,
+    refuse_shared_blobs,
 )
 from stateward.storage.copy import copy_store as run_copy
 from stateward.storage.engine import MetadataStoreError, init_schema
@@ -102,7 +108,8 @@ def migrate_store(
     """Copy every state, version, lock, token, audit record and blob to another store.
 
     Stop the servers of the source first. The target (--to-config) must be empty; it gets the
-    same rows (ids, timestamps, the audit hash chain) and the same blob bytes. Every table's
+    same rows (ids, timestamps, the audit hash chain) and the same blob bytes, in a blob store
+    of its own (another data directory or bucket prefix than the source's). Every table's
     row count and hash, every blob's sha256 and the audit chain are verified before the copy
     is committed; exit status 1 on any refusal or mismatch."""
     source = obj.settings()
@@ -139,9 +146,9 @@ def _migrate(
             "source and target are the same metadata store: give the target its own "
             "database_url or data directory"
         )
+    refuse_shared_blobs(_blob_location(source), _blob_location(target))
     if source.database_url is None and not source.db_path.is_file():
         raise click.ClickException(f"no stateward database at {source.db_path} (the source)")
-    shared = _blob_location(source) == _blob_location(target)
     click.echo(f"source: {source.database_display()}, blobs {_blob_display(source)}")
     click.echo(f"target: {target.database_display()}, blobs {_blob_display(target)}")
     click.echo(KEYS_NOTE)
@@ -149,8 +156,7 @@ def _migrate(
     src_engine = metadata_engine(source)
     engines.append(src_engine)
     init_schema(src_engine)  # brings an older source schema up to date, as any command does
-    src = StoreHandle(src_engine, blob_store(source), source.database_display(),
-                      _blob_location(source))  # fmt: skip
+    src = StoreHandle(src_engine, blob_store(source), source.database_display())
     with read_snapshot(src_engine) as conn:
         running = active_leases(conn, time.time())
     if running and not force:
@@ -159,7 +165,7 @@ def _migrate(
             f"a server seems to be running on the source: unexpired leases on {jobs}; stop "
             "every server of the source first (--force copies anyway)"
         )
-    _refuse_nonempty_target(target, shared)
+    _refuse_nonempty_target(target)
     with read_snapshot(src_engine) as conn:
         plan = plan_copy(conn, to_postgres=target.database_url is not None, progress=bar)
     notes = _check_keys(source, target, plan.key_versions)
@@ -168,7 +174,7 @@ def _migrate(
         click.echo(note)
     size = sum(b.size for b in plan.blobs)
     what = f"{plan.rows} row(s) in {len(plan.tables)} tables, {len(plan.blobs)} blob(s)"
-    click.echo(f"to copy: {what} ({_human(size)})" + (" [blob store shared]" if shared else ""))
+    click.echo(f"to copy: {what} ({_human(size)})")
     if dry_run:
         _print_plan(plan)
         click.echo("dry run: nothing was written")
@@ -179,8 +185,7 @@ def _migrate(
     target.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     svc = build_service(target)
     engines.append(svc.engine)
-    tgt = StoreHandle(svc.engine, svc.barrier.blobs, target.database_display(),
-                      _blob_location(target))  # fmt: skip
+    tgt = StoreHandle(svc.engine, svc.barrier.blobs, target.database_display())
     started = time.monotonic()
     try:
         result = run_copy(
@@ -212,11 +217,11 @@ def _metadata_identity(settings: Settings) -> str:
     return f"postgresql:{url.host}:{url.port or 5432}/{url.database}"
 
 
-def _blob_location(settings: Settings) -> str:
+def _blob_location(settings: Settings) -> BlobLocation:
     cfg = settings.blob_store
     if cfg is None:
-        return f"file:{settings.blob_dir.resolve()}"
-    return f"s3:{cfg.endpoint_url or ''}|{cfg.bucket}|{cfg.prefix}"
+        return BlobLocation.files(settings.blob_dir)
+    return BlobLocation.s3(cfg.bucket, cfg.prefix)
 
 
 def _blob_display(settings: Settings) -> str:
@@ -228,7 +233,7 @@ def _blob_display(settings: Settings) -> str:
     )
 
 
-def _refuse_nonempty_target(target: Settings, shared_blobs: bool) -> None:
+def _refuse_nonempty_target(target: Settings) -> None:
     """Refuse a target holding anything, without writing to it (not even its schema)."""
     if target.database_url is not None or target.db_path.is_file():
         engine = metadata_engine(target)
@@ -243,8 +248,6 @@ def _refuse_nonempty_target(target: Settings, shared_blobs: bool) -> None:
                 f"the target store is not empty ({what}): migrate-store copies into an empty "
                 "store only, it never merges"
             )
-    if shared_blobs:
-        return
     cfg = target.blob_store
     if cfg is not None:
         first = next(iter(S3BlobStore(cfg).list()), None)
@@ -394,10 +397,7 @@ def _print_report(report: VerifyReport) -> None:
         table.add_row(t.name, str(t.source_rows), str(t.target_rows),
                       "match" if t.ok else "MISMATCH")  # fmt: skip
     b = report.blobs
-    if b.shared:
-        status = "shared store" if not b.missing else "MISSING"
-    else:
-        status = "match" if not (b.missing or b.mismatched) else "MISMATCH"
+    status = "match" if not (b.missing or b.mismatched) else "MISMATCH"
     table.add_row("blobs (sha256)", str(b.checked), str(b.checked - len(b.missing)), status)
     if b.decrypted:
         table.add_row("versions (decrypt)", str(b.checked), str(b.checked - len(b.undecryptable)),

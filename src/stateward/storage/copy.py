@@ -7,7 +7,13 @@ keys, version ids, timestamps, token hashes, the audit hash chain) and every blo
 the same ciphertext. The barrier binds a blob to its path and blob key, never to the store
 holding it, so unchanged bytes stay decryptable wherever they go (with the same keys).
 
-The copy, :func:`copy_store`:
+Source and target never share a blob store (:func:`refuse_shared_blobs`): each store's
+``stateward gc`` and retention delete the blobs its own metadata does not reference, so two
+stores in one blob directory or one bucket prefix would delete each other's blobs.
+
+The copy, :func:`copy_store`, first refuses a target whose blob location is the source's or
+overlaps it (the same directory, or the same bucket with one prefix a prefix of the other),
+then:
 
 1. reads the source in one read-only transaction (one snapshot for everything below);
 2. scans it: per table the row count and a digest (:func:`digest_table`), the blobs the
@@ -36,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -60,8 +67,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from stateward.audit import chain
-from stateward.storage.blobs import BlobStore
+from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import READ_ONLY
+from stateward.storage.s3 import S3BlobStore
 from stateward.storage.schema import audit, blob_keys, leases, metadata, versions
 
 #: Rows per read and per INSERT statement.
@@ -120,9 +128,60 @@ class StoreHandle:
     blobs: BlobStore
     #: For messages (never a password): ``sqlite:///…`` or ``postgresql+psycopg://user@host/db``.
     name: str
-    #: Where the blobs are (``file:/abs/dir``, ``s3:endpoint|bucket|prefix``): two handles with
-    #: the same location share one blob store, and then the blobs are not copied.
-    blob_location: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLocation:
+    """Where a blob store keeps its blobs: a directory, or a bucket and an object prefix."""
+
+    directory: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""
+
+    @classmethod
+    def files(cls, root: Path) -> BlobLocation:
+        return cls(directory=root.resolve())
+
+    @classmethod
+    def s3(cls, bucket: str, prefix: str) -> BlobLocation:
+        return cls(bucket=bucket, prefix=prefix)
+
+    @classmethod
+    def of(cls, store: BlobStore) -> BlobLocation | None:
+        """The location of a file or S3 blob store; None for any other kind."""
+        if isinstance(store, FileBlobStore):
+            return cls.files(store.root)
+        if isinstance(store, S3BlobStore):
+            return cls.s3(store.bucket, store.prefix)
+        return None
+
+    def overlaps(self, other: BlobLocation) -> bool:
+        """The same directory (or one inside the other), or the same bucket with one prefix a
+        prefix of the other. Buckets are compared by name whatever the endpoints: two spellings
+        of one endpoint cannot be told apart from two services."""
+        if self.directory is not None and other.directory is not None:
+            mine, theirs = self.directory, other.directory
+            return mine.is_relative_to(theirs) or theirs.is_relative_to(mine)
+        if self.bucket is not None and self.bucket == other.bucket:
+            return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+        return False
+
+    def __str__(self) -> str:
+        if self.directory is not None:
+            return f"files under {self.directory}"
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def refuse_shared_blobs(source: BlobLocation, target: BlobLocation) -> None:
+    """Refuse (:class:`CopyRefused`) a target blob location that is the source's or overlaps
+    it: each store's gc and retention would delete the blobs of the other."""
+    if source.overlaps(target):
+        same = "is" if source == target else "overlaps"
+        raise CopyRefused(
+            f"the target's blob store ({target}) {same} the source's ({source}): give the target "
+            "its own blob location (another data directory, bucket, or bucket prefix that does "
+            "not overlap the source's); two stores sharing blobs delete each other's"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +236,6 @@ class TableCheck:
 class BlobCheck:
     checked: int
     bytes: int
-    #: The blob store is shared by source and target: nothing to copy or compare.
-    shared: bool = False
     #: Whether each blob was also put through the blob check (``--verify-decrypt``).
     decrypted: bool = False
     missing: list[str] = field(default_factory=list)
@@ -480,7 +537,7 @@ def verify_audit_rows(conn: Connection, batch: int = BATCH) -> AuditCheck:
 
 def verify_blobs(
     entries: Sequence[BlobEntry],
-    source_digests: Mapping[str, str] | None,
+    source_digests: Mapping[str, str],
     target: BlobStore,
     *,
     check_blob: BlobCheckFn | None = None,
@@ -488,8 +545,8 @@ def verify_blobs(
     workers: int = WORKERS,
 ) -> BlobCheck:
     """Read every blob back from ``target``: its sha256 must be the source's
-    (``source_digests``: blob key -> sha256; None: the store is shared, nothing to compare),
-    and ``check_blob`` must find nothing wrong with it."""
+    (``source_digests``: blob key -> sha256), and ``check_blob`` must find nothing wrong
+    with it."""
 
     def one(entry: BlobEntry) -> tuple[str, int]:
         """(problem kind or "", stored size) of one blob."""
@@ -497,9 +554,7 @@ def verify_blobs(
             data = target.get(entry.blob_key)
         except FileNotFoundError:
             return "missing", 0
-        if source_digests is not None and (
-            hashlib.sha256(data).hexdigest() != source_digests.get(entry.blob_key)
-        ):
+        if hashlib.sha256(data).hexdigest() != source_digests.get(entry.blob_key):
             return "mismatched", len(data)
         problem = check_blob(entry, data) if check_blob is not None else None
         return (f"bad:{problem}" if problem else ""), len(data)
@@ -522,7 +577,6 @@ def verify_blobs(
     return BlobCheck(
         checked=len(entries),
         bytes=size,
-        shared=source_digests is None,
         decrypted=check_blob is not None,
         missing=missing,
         mismatched=mismatched,
@@ -543,18 +597,16 @@ def verify_copy(
     version's blob bytes, and the target's audit chain."""
     with read_snapshot(source.engine) as sconn, read_snapshot(target.engine) as tconn:
         plan = plan_copy(sconn, batch=batch, progress=progress)
-        digests: dict[str, str] | None = None
-        if source.blob_location != target.blob_location:
 
-            def digest_of(entry: BlobEntry) -> str:
-                try:
-                    return hashlib.sha256(source.blobs.get(entry.blob_key)).hexdigest()
-                except FileNotFoundError:
-                    return "missing from the source"
+        def digest_of(entry: BlobEntry) -> str:
+            try:
+                return hashlib.sha256(source.blobs.get(entry.blob_key)).hexdigest()
+            except FileNotFoundError:
+                return "missing from the source"
 
-            with progress("reading source blobs", len(plan.blobs)) as step:
-                found = _parallel(digest_of, plan.blobs, workers, step)
-                digests = {e.blob_key: d for e, d in zip(plan.blobs, found, strict=True)}
+        with progress("reading source blobs", len(plan.blobs)) as step:
+            found = _parallel(digest_of, plan.blobs, workers, step)
+            digests = {e.blob_key: d for e, d in zip(plan.blobs, found, strict=True)}
         tables = compare_tables(plan.tables, tconn, batch=batch, progress=progress)
         blobs = verify_blobs(plan.blobs, digests, target.blobs, check_blob=check_blob,
                              progress=progress, workers=workers)  # fmt: skip
@@ -687,18 +739,20 @@ def copy_store(
     before committing it. Raises :class:`CopyRefused` (nothing written) or :class:`CopyFailed`
     (everything written was removed again)."""
     to_postgres = target.engine.dialect.name == "postgresql"
-    shared = source.blob_location == target.blob_location
+    src_at, tgt_at = BlobLocation.of(source.blobs), BlobLocation.of(target.blobs)
+    if src_at is not None and tgt_at is not None:
+        refuse_shared_blobs(src_at, tgt_at)
+    elif source.blobs is target.blobs:
+        raise CopyRefused("source and target are the same blob store: give the target its own")
     with read_snapshot(source.engine) as sconn:
         with target.engine.connect() as probe:
             refuse_unless_empty(probe)
         plan = plan_copy(sconn, to_postgres=to_postgres, batch=batch, progress=progress)
         written: list[str] = []
         try:
-            digests = None
-            if not shared:
-                digests = _copy_blobs(
-                    source.blobs, target.blobs, plan.blobs, written, progress, workers
-                )
+            digests = _copy_blobs(
+                source.blobs, target.blobs, plan.blobs, written, progress, workers
+            )
             blobs = verify_blobs(plan.blobs, digests, target.blobs, check_blob=check_blob,
                                  progress=progress, workers=workers)  # fmt: skip
             if not blobs.ok:

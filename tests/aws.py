@@ -1,13 +1,18 @@
-"""AWS fixtures: moto's KMS in server mode on loopback, dummy credentials, keys.
+"""AWS fixtures: moto in server mode on loopback (KMS per module, S3 per session), dummy
+credentials, keys.
 
 Registered for every test module by ``conftest.py`` (``pytest_plugins``). moto 5.2.1 does not
 enforce key state; ``kms_backend`` adds the check real KMS makes (disabled ->
 ``DisabledException``, pending deletion -> ``KMSInvalidStateException``) to moto's backend and
 lets a test inject errors that moto then answers over the wire like any other KMS error.
+
+``s3_url`` is one moto server for the whole session: the blob store of the PostgreSQL+S3 store
+(tests/pg.py), where each data directory gets a bucket of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,53 @@ from moto.kms.models import KmsBackend
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
+#: The environment every AWS client of the tests gets: dummy credentials, no shared config, no
+#: instance metadata lookups (no network). ``AWS_CONFIG_FILE``/``AWS_SHARED_CREDENTIALS_FILE``
+#: point at files that do not exist.
+_AWS_UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_KMS",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+def aws_test_env(missing: Path) -> dict[str, str]:
+    """The variables to set (``missing``: a path that does not exist)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(missing / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(missing / "no-aws-credentials"),
+    }
+
+
+def apply_aws_env(mp: pytest.MonkeyPatch, missing: Path) -> None:
+    for var in _AWS_UNSET:
+        mp.delenv(var, raising=False)
+    for var, value in aws_test_env(missing).items():
+        mp.setenv(var, value)
+
+
+def s3_client(url: str) -> Any:
+    """A boto3 S3 client for the moto server at ``url`` (explicit dummy credentials)."""
+    return boto3.client(
+        "s3",
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 class _KmsInternal(JsonRESTError):
@@ -78,39 +130,36 @@ def kms_backend() -> Iterator[KmsBackendControl]:
         yield control
 
 
-@pytest.fixture(scope="module")
-def moto_url(kms_backend: KmsBackendControl) -> Iterator[str]:
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto in server mode on a free loopback port; yields its URL."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    server._server.server_close()  # type: ignore[union-attr]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        server._server.server_close()  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def moto_url(kms_backend: KmsBackendControl) -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """moto's S3 (and the rest of moto) in server mode, once per session."""
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials; no shared config, no instance metadata lookups (no network)."""
-    for var in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_REGION",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_KMS",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    apply_aws_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -126,5 +175,3 @@ def kms_key(kms_admin: Any) -> str:
 
 def _key_uuid(arn: str) -> str:
     return arn.rsplit("/", 1)[1]  # moto's key-state calls take the key id, not the ARN
-
-

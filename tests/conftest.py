@@ -20,8 +20,8 @@ pytest_plugins = ["tests.aws", "tests.pg"]
 
 @pytest.fixture
 def settings(tmp_path: Path, store: Store) -> Settings:
-    """Settings of a fresh store; ``store`` runs every test using them on SQLite and on
-    PostgreSQL (tests/pg.py)."""
+    """Settings of a fresh store; ``store`` runs every test using them on the embedded store
+    (SQLite + blob files) and on PostgreSQL + S3 (tests/pg.py)."""
     return store.settings(tmp_path / "data", orphan_min_age_seconds=0)
 
 
@@ -33,8 +33,9 @@ def service(settings: Settings) -> Iterator[StateService]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "srvdata").start()
+def server(tmp_path: Path, store: Store) -> Iterator[ServerProcess]:
+    """A real server on a fresh store: every test using it runs on both stores."""
+    srv = ServerProcess(tmp_path / "srvdata", store=store).start()
     yield srv
     srv.stop()
 

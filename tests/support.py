@@ -17,9 +17,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.pg import Store
 
 TERRAFORM_111 = "/usr/local/bin/terraform"
 
@@ -122,7 +125,12 @@ def tofu_force_unlock_body(lock_id: str) -> bytes:
 
 @dataclass
 class ServerProcess:
-    """A real ``stateward serve`` process on a free loopback port."""
+    """A real ``stateward serve`` process on a free loopback port.
+
+    With ``store`` (tests/pg.py), the process and :meth:`cli` run on that store: on PostgreSQL
+    + S3 they get a config file holding ``config``'s settings plus the store's
+    ``database_url``, ``[blob_store]``, ``token_key_file`` and default key file (outside the
+    data directory, as ``serve`` requires with a database_url), and its AWS credentials."""
 
     data_dir: Path
     port: int = field(default_factory=free_port)
@@ -134,6 +142,22 @@ class ServerProcess:
     tls: ssl.SSLContext | None = None
     #: An admin token: the initial one printed on first start, or one created offline.
     token: str | None = None
+    store: Store | None = None
+    #: Extra environment variables of the process and its :meth:`cli` (e.g. AWS credentials).
+    env: dict[str, str] = field(default_factory=dict)
+
+    def _command(self) -> list[str]:
+        """``python -m stateward [--config …]`` on this server's store."""
+        config = self.config
+        if self.store is not None:
+            config = self.store.config_file(self.data_dir, self.config)
+        return [sys.executable, "-m", "stateward", *(["--config", str(config)] if config else [])]
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
+        if self.store is not None:
+            env |= {k: v for k, v in self.store.env(self.data_dir).items() if k.startswith("AWS")}
+        return env | self.env | (extra or {})
 
     @property
     def bare_url(self) -> str:
@@ -149,17 +173,16 @@ class ServerProcess:
     def state_url(self, path: str, creds: bool = True) -> str:
         return f"{self.url if creds else self.bare_url}/state/{path}"
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``stateward`` offline on this server's data directory (and config)."""
-        cmd = [sys.executable, "-m", "stateward"]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``stateward`` offline on this server's data directory (and config, and store);
+        ``env``: extra environment variables (e.g. ``STATEWARD_*`` settings)."""
         r = subprocess.run(
-            [*cmd, "--data-dir", str(self.data_dir), *args],
+            [*self._command(), "--data-dir", str(self.data_dir), *args],
             capture_output=True,
             text=True,
-            env=env,
+            env=self._env(env),
             timeout=60,
         )
         if check:
@@ -185,9 +208,7 @@ class ServerProcess:
         return None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "stateward"]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
+        cmd = self._command()
         cmd += [
             "serve",
             "--data-dir",
@@ -198,8 +219,7 @@ class ServerProcess:
         ]
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STATEWARD_")}
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env())
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

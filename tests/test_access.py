@@ -104,7 +104,7 @@ def _roles() -> dict[str, Role]:
 
 @pytest.fixture
 def svc(tmp_path: Path, store: Store) -> Iterator[StateService]:
-    """The service-level matrix runs on both metadata stores (SQLite, PostgreSQL)."""
+    """The service-level matrix runs on both stores (SQLite + files, PostgreSQL + S3)."""
     service = build_service(store.settings(tmp_path / "d", roles=_roles()))
     lineage = str(uuid.uuid4())
     service.write(ADMIN, P, make_state(serial=1, lineage=lineage))
@@ -243,14 +243,14 @@ def test_opentofu_force_unlock_body_needs_force_unlock(svc: StateService) -> Non
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def srv(tmp_path_factory: pytest.TempPathFactory, module_store: Store) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("access") / "data"
     config = data.parent / "stateward.toml"
     config.write_text(
         "auth_failure_limit = 3\nauth_block_seconds = 30\n"
         'trusted_proxies = ["127.0.0.1/32"]\n'
     )
-    proc = ServerProcess(data, config=config).start()
+    proc = ServerProcess(data, config=config, store=module_store).start()
     yield proc
     proc.stop()
 
@@ -268,7 +268,7 @@ def test_initial_admin_token_is_printed_once(srv: ServerProcess, tmp_path: Path)
     assert srv.log_path is not None
     log = srv.log_path.read_text()
     assert log.count(srv.token or "-") == 1 and "initial-admin" in log
-    again = ServerProcess(srv.data_dir, token=srv.token).start()
+    again = ServerProcess(srv.data_dir, token=srv.token, store=srv.store).start()
     try:
         assert again.log_path is not None
         assert "swt_" not in again.log_path.read_text()  # a restart shows no token

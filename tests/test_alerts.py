@@ -39,6 +39,7 @@ from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.views import LockView
 from tests.e2e.test_terraform import Client, init, tf, write_config
+from tests.pg import Store
 from tests.support import (
     TERRAFORM_111,
     ServerProcess,
@@ -137,7 +138,7 @@ Start = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def alerting(tmp_path: Path) -> Iterator[Start]:
+def alerting(tmp_path: Path, store: Store) -> Iterator[Start]:
     """``alerting(rules_toml, webhook_url)`` starts a server with those rules (plus the
     sentinel) and one webhook; ``top`` adds top-level settings, ``hook`` webhook keys."""
     servers: list[ServerProcess] = []
@@ -155,7 +156,7 @@ def alerting(tmp_path: Path) -> Iterator[Start]:
         config.write_text(
             f"audit_follow_interval_seconds = 0.1\n{top}\n{SENTINEL_RULE}\n{rules}\n{webhook}"
         )
-        srv = ServerProcess(tmp_path / f"data{len(servers)}", config=config)
+        srv = ServerProcess(tmp_path / f"data{len(servers)}", config=config, store=store)
         servers.append(srv)
         return srv.start()
 
@@ -484,7 +485,8 @@ def test_decryption_failure_alert_after_a_restart(alerting: Start, receiver: Rec
     )
     assert put_state(srv, "enc/app", make_state(1)) == 200
     srv.stop()  # the server caches bodies it wrote: restart to read the blob from disk
-    (blob,) = [f for f in (srv.data_dir / "blobs").rglob("*") if f.is_file()]
+    assert srv.store is not None
+    (blob,) = srv.store.stored_blobs(srv.data_dir)  # its file, or its object in the bucket
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0x01  # the GCM tag
     blob.write_bytes(bytes(data))
@@ -607,10 +609,10 @@ def test_ack_via_cli_and_api(alerting: Start) -> None:
     assert "POST /api/v1/alerts/ack" in operations and "cli alerts ack" in operations
 
 
-def test_first_start_of_the_follower_skips_older_history(tmp_path: Path) -> None:
+def test_first_start_of_the_follower_skips_older_history(tmp_path: Path, store: Store) -> None:
     config = tmp_path / "stateward.toml"
     config.write_text("audit_follow_interval_seconds = 0.1\n")  # no rules: no follower
-    srv = ServerProcess(tmp_path / "data", config=config).start()
+    srv = ServerProcess(tmp_path / "data", config=config, store=store).start()
     try:
         assert put_state(srv, "h/old", make_state(1)) == 200
         assert httpx.delete(srv.state_url("h/old"), timeout=10).status_code == 200
@@ -626,14 +628,14 @@ def test_first_start_of_the_follower_skips_older_history(tmp_path: Path) -> None
         srv.stop()
 
 
-def test_a_webhook_without_its_secret_stops_the_server(tmp_path: Path) -> None:
+def test_a_webhook_without_its_secret_stops_the_server(tmp_path: Path, store: Store) -> None:
     config = tmp_path / "stateward.toml"
     config.write_text(
         '[[alert_rules]]\nname = "d"\nkind = "delete"\n'
         '[[alert_webhooks]]\nurl = "https://hooks.example.com/T000/B000/XXXX"\n'
         'secret_env = "TEST_UNSET_STATEWARD_HOOK_SECRET"\n'
     )
-    srv = ServerProcess(tmp_path / "data", config=config)
+    srv = ServerProcess(tmp_path / "data", config=config, store=store)
     with pytest.raises(RuntimeError, match="server exited early") as err:
         srv.start()
     assert "environment variable TEST_UNSET_STATEWARD_HOOK_SECRET is not set" in str(err.value)

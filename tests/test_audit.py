@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -16,14 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg import Store
 from tests.support import ServerProcess, lock_body, make_state, md5_b64
 
 MARKER = "audit-secret-marker-93f1"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("audit") / "data").start()
+def srv(tmp_path_factory: pytest.TempPathFactory, module_store: Store) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("audit") / "data", store=module_store).start()
     yield proc
     proc.stop()
 
@@ -132,9 +132,9 @@ def test_verify_and_report(srv: ServerProcess) -> None:
 
 
 @pytest.fixture
-def trail(tmp_path: Path) -> Iterator[ServerProcess]:
+def trail(tmp_path: Path, store: Store) -> Iterator[ServerProcess]:
     """A fresh server with a few records, stopped, for direct database surgery."""
-    srv = ServerProcess(tmp_path / "data").start()
+    srv = ServerProcess(tmp_path / "data", store=store).start()
     lineage = str(uuid.uuid4())
     for serial in range(1, 5):
         assert post(srv, "t/app/prod", make_state(serial=serial, lineage=lineage)) == 200
@@ -143,14 +143,9 @@ def trail(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def sql(srv: ServerProcess, statement: str, *args: Any) -> list[Any]:
-    """SQLite only: tampering goes straight to the server's database file."""
-    db = sqlite3.connect(srv.data_dir / "stateward.db")
-    try:
-        rows = db.execute(statement, args).fetchall()
-        db.commit()
-        return rows
-    finally:
-        db.close()
+    """Tampering goes straight to the server's database (its SQLite file, or PostgreSQL)."""
+    assert srv.store is not None
+    return srv.store.sql(srv.data_dir, statement, *args)
 
 
 def verify_fails_at(srv: ServerProcess, seq: int) -> str:
@@ -211,19 +206,27 @@ def test_reordered_records_are_found(trail: ServerProcess) -> None:
 # -- fail closed ------------------------------------------------------------------------------
 
 
-def test_audit_write_failure_fails_the_request_and_changes_nothing(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "data").start()
+def test_audit_write_failure_fails_the_request_and_changes_nothing(
+    tmp_path: Path, store: Store
+) -> None:
+    srv = ServerProcess(tmp_path / "data", store=store).start()
     try:
         lineage = str(uuid.uuid4())
         assert post(srv, "fc/app/prod", make_state(serial=1, lineage=lineage)) == 200
-        sql(srv, "CREATE TRIGGER no_audit BEFORE INSERT ON audit "
-                 "BEGIN SELECT RAISE(ABORT, 'audit disk full'); END")  # fmt: skip
+        if store.postgres:
+            sql(srv, "CREATE FUNCTION no_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$")  # fmt: skip
+            sql(srv, "CREATE TRIGGER no_audit BEFORE INSERT ON audit "
+                     "FOR EACH ROW EXECUTE FUNCTION no_audit()")  # fmt: skip
+        else:
+            sql(srv, "CREATE TRIGGER no_audit BEFORE INSERT ON audit "
+                     "BEGIN SELECT RAISE(ABORT, 'audit disk full'); END")  # fmt: skip
         assert post(srv, "fc/app/prod", make_state(serial=2, lineage=lineage)) == 503
         assert httpx.get(srv.state_url("fc/app/prod")).status_code == 503  # reads too
         lock = httpx.request("LOCK", srv.state_url("fc/app/prod"), content=lock_body())
         assert lock.status_code == 503
         assert httpx.get(srv.state_url("fc/app/prod", creds=False)).status_code == 503
-        sql(srv, "DROP TRIGGER no_audit")
+        sql(srv, "DROP TRIGGER no_audit" + (" ON audit" if store.postgres else ""))
         state = httpx.get(srv.state_url("fc/app/prod"))
         assert state.status_code == 200 and state.json()["serial"] == 1  # nothing changed
         assert httpx.get(srv.state_url("fc/app/prod") + "/lock").status_code == 404
@@ -297,7 +300,7 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     raise AssertionError("timed out")
 
 
-def test_sinks_ship_every_record(tmp_path: Path) -> None:
+def test_sinks_ship_every_record(tmp_path: Path, store: Store) -> None:
     udp, tcp = UdpReceiver(), TcpReceiver()
     jsonl = tmp_path / "siem" / "audit.jsonl"
     cfg = tmp_path / "sinks.toml"
@@ -307,7 +310,7 @@ def test_sinks_ship_every_record(tmp_path: Path) -> None:
         f'[[audit_sinks]]\ntype = "syslog"\nprotocol = "tcp"\nport = {tcp.port}\n'
         'facility = "local0"\n'
     )
-    srv = ServerProcess(tmp_path / "data", config=cfg).start()
+    srv = ServerProcess(tmp_path / "data", config=cfg, store=store).start()
     try:
         assert post(srv, "sink/app/prod", make_state()) == 200
         assert httpx.get(srv.state_url("sink/app/prod", creds=False)).status_code == 401

@@ -27,6 +27,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from stateward.config import ConfigError, load_settings
+from tests.pg import Store
 from tests.support import ServerProcess, free_port, lock_body, make_state
 from tests.test_oidc import AUD, GITHUB_SUB, Served, _forge, _handler, jwk, sign
 from tests.test_tls import CA, Issued, Pki, client_ctx
@@ -122,7 +123,9 @@ def keys() -> list[rsa.RSAPrivateKey]:
 
 
 @pytest.fixture(scope="module")
-def oidc(tmp_path_factory: pytest.TempPathFactory, keys: list[rsa.RSAPrivateKey]) -> Iterator[Oidc]:
+def oidc(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[rsa.RSAPrivateKey], module_store: Store
+) -> Iterator[Oidc]:
     root = tmp_path_factory.mktemp("oidc")
     config = root / "stateward.toml"
     with identity_provider() as main, identity_provider() as rotating:
@@ -135,7 +138,7 @@ def oidc(tmp_path_factory: pytest.TempPathFactory, keys: list[rsa.RSAPrivateKey]
                 "auth_failure_limit = 10000\n"
                 + "".join(_issuer_toml(s.issuer) for s in (main, rotating, gone))
             )
-            srv = ServerProcess(root / "data", config=config).start()
+            srv = ServerProcess(root / "data", config=config, store=module_store).start()
         assert not gone.hits  # keys are fetched on first use, never at start-up
         try:
             # The first token of ``rotating`` fetches its keys and starts its refresh timer.
@@ -301,7 +304,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def mtls(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Mtls]:
+def mtls(tmp_path_factory: pytest.TempPathFactory, pki: Pki, module_store: Store) -> Iterator[Mtls]:
     root = tmp_path_factory.mktemp("mtls")
     config = root / "stateward.toml"
     # TLS in the file rather than flags: the offline CLI (token create) reads the same file,
@@ -326,7 +329,9 @@ subject_cn = "ci-runner"
 roles = ["tls-reader"]
 """
     )
-    srv = ServerProcess(root / "data", config=config, tls=client_ctx(pki, pki.client))
+    srv = ServerProcess(
+        root / "data", config=config, tls=client_ctx(pki, pki.client), store=module_store
+    )
     srv.start()
     try:
         yield Mtls(srv, pki, pki.ca.issue("someone-else", server=False))
@@ -448,11 +453,11 @@ class Site:
     office: str  # a token holding only the ``office`` role
 
 
-def _site(root: Path, trusted_proxies: bool) -> Site:
+def _site(root: Path, trusted_proxies: bool, store: Store) -> Site:
     config = root / "stateward.toml"
     proxies = 'trusted_proxies = ["127.0.0.1/32"]\n' if trusted_proxies else ""
     config.write_text(proxies + OFFICE_ROLE)
-    srv = ServerProcess(root / "data", config=config).start()
+    srv = ServerProcess(root / "data", config=config, store=store).start()
     try:
         office = srv.create_token("office", "office")
         _seed(srv, "net/app/prod", make_state(serial=1, lineage=str(uuid.uuid4())))
@@ -463,15 +468,15 @@ def _site(root: Path, trusted_proxies: bool) -> Site:
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    site = _site(tmp_path_factory.mktemp("proxied"), trusted_proxies=True)
+def proxied(tmp_path_factory: pytest.TempPathFactory, module_store: Store) -> Iterator[Site]:
+    site = _site(tmp_path_factory.mktemp("proxied"), trusted_proxies=True, store=module_store)
     yield site
     site.server.stop()
 
 
 @pytest.fixture(scope="module")
-def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    site = _site(tmp_path_factory.mktemp("direct"), trusted_proxies=False)
+def direct(tmp_path_factory: pytest.TempPathFactory, module_store: Store) -> Iterator[Site]:
+    site = _site(tmp_path_factory.mktemp("direct"), trusted_proxies=False, store=module_store)
     yield site
     site.server.stop()
 
@@ -576,13 +581,17 @@ def _non_loopback_ipv4() -> str | None:
     return None if addr.startswith("127.") else addr
 
 
-def test_plain_http_off_loopback_accepts_only_proxy_and_loopback(tmp_path: Path) -> None:
+def test_plain_http_off_loopback_accepts_only_proxy_and_loopback(
+    tmp_path: Path, store: Store
+) -> None:
     addr = _non_loopback_ipv4()
     if addr is None:
         pytest.skip("this host has no non-loopback IPv4 address to connect from")
     config = tmp_path / "stateward.toml"
     config.write_text('trusted_proxies = ["127.0.0.1/32"]\n')
-    srv = ServerProcess(tmp_path / "data", config=config, extra_args=["--host", "0.0.0.0"])
+    srv = ServerProcess(
+        tmp_path / "data", config=config, extra_args=["--host", "0.0.0.0"], store=store
+    )
     srv.start()
     try:
         # Loopback (here also the proxy) is served...

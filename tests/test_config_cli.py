@@ -14,6 +14,7 @@ from stateward.cli.main import cli
 from stateward.config import ConfigError, load_settings
 from stateward.principal import Principal
 from stateward.service.factory import build_service
+from tests.pg import Store
 from tests.support import lock_body, make_state
 
 
@@ -60,55 +61,55 @@ def test_serve_refuses_non_loopback(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def _run(data: Path, *args: str, input: str | None = None) -> str:
-    res = CliRunner().invoke(cli, ["--data-dir", str(data), *args], input=input,
+def _run(store: Store, data: Path, *args: str, input: str | None = None) -> str:
+    res = CliRunner().invoke(cli, [*store.cli_args(data), *args], input=input,
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
 
 
-def test_cli_state_commands(tmp_path: Path) -> None:
+def test_cli_state_commands(tmp_path: Path, store: Store) -> None:
     data = tmp_path / "d"
-    svc = build_service(load_settings(None, {"data_dir": data}, env={}))
+    svc = build_service(load_settings(store.config_file(data), {"data_dir": data}, env={}))
     who = Principal("ci", roles=("admin",))
     b1 = make_state(serial=1, lineage="l")
     svc.write(who, "t/a/prod", b1)
     svc.write(who, "t/a/prod", make_state(serial=2, lineage="l", resources=2))
     svc.lock(who, "t/a/prod", lock_body("LID", who="dave@h"))
 
-    listing = json.loads(_run(data, "list", "--json"))
+    listing = json.loads(_run(store, data, "list", "--json"))
     assert listing[0]["path"] == "t/a/prod" and listing[0]["lock_who"] == "dave@h"
-    assert "t/a/prod" in _run(data, "list")
-    hist = json.loads(_run(data, "history", "t/a/prod", "--json"))
+    assert "t/a/prod" in _run(store, data, "list")
+    hist = json.loads(_run(store, data, "history", "t/a/prod", "--json"))
     assert [h["seq"] for h in hist] == [2, 1]
-    assert "current" in _run(data, "history", "t/a/prod")
-    assert json.loads(_run(data, "show", "t/a/prod"))["seq"] == 2
-    assert _run(data, "pull", "t/a/prod", "--version", "1").encode() == b1
-    assert json.loads(_run(data, "diff", "t/a/prod", "1", "2"))["resources_added"]
-    assert "LID" in _run(data, "locks", "list")
-    res = CliRunner().invoke(cli, ["--data-dir", str(data), "rollback", "t/a/prod", "1"])
+    assert "current" in _run(store, data, "history", "t/a/prod")
+    assert json.loads(_run(store, data, "show", "t/a/prod"))["seq"] == 2
+    assert _run(store, data, "pull", "t/a/prod", "--version", "1").encode() == b1
+    assert json.loads(_run(store, data, "diff", "t/a/prod", "1", "2"))["resources_added"]
+    assert "LID" in _run(store, data, "locks", "list")
+    res = CliRunner().invoke(cli, [*store.cli_args(data), "rollback", "t/a/prod", "1"])
     assert res.exit_code == 1 and "locked" in res.output
-    assert "broke lock LID" in _run(data, "locks", "break", "t/a/prod")
-    assert "as version 3" in _run(data, "rollback", "t/a/prod", "1")
-    _run(data, "protect", "t/a/prod")
-    res = CliRunner().invoke(cli, ["--data-dir", str(data), "delete", "t/a/prod"])
+    assert "broke lock LID" in _run(store, data, "locks", "break", "t/a/prod")
+    assert "as version 3" in _run(store, data, "rollback", "t/a/prod", "1")
+    _run(store, data, "protect", "t/a/prod")
+    res = CliRunner().invoke(cli, [*store.cli_args(data), "delete", "t/a/prod"])
     assert res.exit_code == 1 and "protected" in res.output
-    _run(data, "protect", "t/a/prod", "--off")
-    _run(data, "delete", "t/a/prod")
-    _run(data, "restore", "t/a/prod")
-    _run(data, "allow-next-write", "t/a/prod")
-    _run(data, "delete", "t/a/prod")
-    assert "purged t/a/prod (3 versions)" in _run(data, "purge", "t/a/prod", "--yes")
-    events = json.loads(_run(data, "events", "--json"))
+    _run(store, data, "protect", "t/a/prod", "--off")
+    _run(store, data, "delete", "t/a/prod")
+    _run(store, data, "restore", "t/a/prod")
+    _run(store, data, "allow-next-write", "t/a/prod")
+    _run(store, data, "delete", "t/a/prod")
+    assert "purged t/a/prod (3 versions)" in _run(store, data, "purge", "t/a/prod", "--yes")
+    events = json.loads(_run(store, data, "events", "--json"))
     actions = {e["action"] for e in events}
     assert {"break-lock", "rollback", "protect", "delete", "restore", "purge",
             "override-next-write"} <= actions
-    assert "break-lock" in _run(data, "events")
-    assert json.loads(_run(data, "gc"))["orphans_removed"] == 0
+    assert "break-lock" in _run(store, data, "events")
+    assert json.loads(_run(store, data, "gc"))["orphans_removed"] == 0
 
 
-def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "history", "../x"])
+def test_cli_errors_are_one_line(tmp_path: Path, store: Store) -> None:
+    res = CliRunner().invoke(cli, [*store.cli_args(tmp_path / "d"), "history", "../x"])
     assert res.exit_code == 1 and res.output.count("\n") == 1
 
 

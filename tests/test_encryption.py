@@ -1,16 +1,16 @@
 """Encryption at rest: the barrier's envelope, key providers, rotation, rewrap and faults.
 
 Every test drives the real service on a real data directory and then inspects (or damages)
-the bytes on disk, because the claims are about what is on disk. The service-level tests run on
-both metadata stores (the ``store`` fixture: SQLite and PostgreSQL); the blobs are files in the
-data directory on both.
+the bytes at rest, because the claims are about what is stored. The service-level tests run on
+both stores (the ``store`` fixture): SQLite with blob files in the data directory, and
+PostgreSQL with blobs in S3 (there, "on disk" is the data directory, the database and the
+bucket).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -44,7 +44,7 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.schema import versions
-from tests.pg import Store, db_dump
+from tests.pg import S3Object, Store, db_dump, embedded_only, stored_blob
 from tests.support import make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
@@ -61,18 +61,20 @@ def secret_state(serial: int = 1, lineage: str = "3f1d2c4b-aaaa-bbbb-cccc-000000
     )
 
 
-def blob_file(svc: StateService, path: str, seq: int) -> Path:
+def blob_file(svc: StateService, path: str, seq: int) -> Path | S3Object:
+    """The stored blob of a version: its file, or its S3 object."""
     with svc.engine.connect() as conn:
         key = conn.execute(
             select(versions.c.blob_key).where(versions.c.path == path, versions.c.seq == seq)
         ).scalar_one()
-    return svc.settings.blob_dir / key[:2] / key
+    return stored_blob(svc.settings, key)
 
 
-def all_bytes(root: Path) -> Iterator[tuple[Path, bytes]]:
-    for f in root.rglob("*"):
-        if f.is_file():
-            yield f, f.read_bytes()
+def default_key_file(svc: StateService) -> Path:
+    """The default provider's key file (in the data directory on the embedded store only)."""
+    provider = svc.barrier.keys.providers["default"]
+    assert isinstance(provider, KeyfileProvider)
+    return provider.path
 
 
 @pytest.fixture
@@ -86,14 +88,16 @@ def reopen(service: StateService, **changes: Any) -> StateService:
     return build_service(service.settings.model_copy(update=changes))
 
 
-def test_nothing_on_disk_holds_the_state_in_clear(svc: StateService) -> None:
+def test_nothing_on_disk_holds_the_state_in_clear(svc: StateService, store: Store) -> None:
     for serial in range(1, 4):
         svc.write(ADMIN, "prod/db", secret_state(serial))
-    found = [str(f) for f, data in all_bytes(svc.settings.data_dir) if MARKER in data]
+    at_rest = store.at_rest(svc.settings.data_dir)  # files, and the database and bucket if any
+    assert len(at_rest) > 3
+    found = [where for where, data in at_rest if MARKER in data]
     assert found == []
     state = svc.read(ADMIN, "prod/db")
     assert state is not None and MARKER in state.body
-    key_file = svc.settings.data_dir / "master.key"
+    key_file = default_key_file(svc)
     assert key_file.stat().st_mode & 0o777 == 0o600
 
 
@@ -141,7 +145,7 @@ def test_blob_moved_to_another_path_or_version_fails(svc: StateService) -> None:
         blob_file(svc, "team/a", 2),
         blob_file(svc, "team/b", 1),
     )
-    shutil.copyfile(a1, b1)  # another path
+    b1.write_bytes(a1.read_bytes())  # another path
     data1, data2 = a1.read_bytes(), a2.read_bytes()
     a1.write_bytes(data2)  # versions swapped within one path
     a2.write_bytes(data1)
@@ -171,7 +175,7 @@ def test_rotation_and_rewrap_keep_every_version_readable(svc: StateService) -> N
     svc = reopen(svc)
     for seq, body in bodies.items():
         assert svc.get_version_body(ADMIN, "rot/x", seq)[1] == body
-    assert KeyfileProvider("x", svc.settings.data_dir / "master.key").versions() == ["2"]
+    assert KeyfileProvider("x", default_key_file(svc)).versions() == ["2"]
 
 
 def test_rewrap_changes_only_the_key_header(svc: StateService) -> None:
@@ -258,7 +262,7 @@ def test_passphrase_config_is_strict() -> None:
 
 
 def test_key_file_must_be_private(svc: StateService) -> None:
-    key = svc.settings.data_dir / "master.key"
+    key = default_key_file(svc)
     key.chmod(0o640)
     with pytest.raises(KeyDenied, match="chmod 600"):
         reopen(svc)
@@ -500,7 +504,7 @@ def test_export_as_opentofu_encrypted_files(store: Store, tmp_path: Path) -> Non
     out = tmp_path / "out"
 
     def sw(*args: str) -> subprocess.CompletedProcess[bytes]:
-        cmd = [sys.executable, "-m", "stateward", "--data-dir", str(data), *args]
+        cmd = [sys.executable, "-m", "stateward", *store.cli_args(data), *args]
         return subprocess.run(cmd, env=env, capture_output=True, timeout=120)
 
     r = sw("export", str(out), "--path", "team/**", "--tofu-config", str(cfg))
@@ -519,11 +523,14 @@ def test_export_as_opentofu_encrypted_files(store: Store, tmp_path: Path) -> Non
     assert sw("export", str(out)).returncode != 0  # neither a config nor --plaintext
 
 
-def test_serve_warns_when_the_key_lives_beside_the_data(tmp_path: Path) -> None:
+# Embedded only: with database_url, a key in the data directory stops serve instead (every
+# replica needs the same key), tests/test_startup_checks.py.
+@embedded_only
+def test_serve_warns_when_the_key_lives_beside_the_data(tmp_path: Path, store: Store) -> None:
     from tests.support import ServerProcess
 
     warning = b"keeps its key inside the data directory"
-    srv = ServerProcess(tmp_path / "beside").start()
+    srv = ServerProcess(tmp_path / "beside", store=store).start()
     srv.stop()
     assert srv.log_path is not None and warning in srv.log_path.read_bytes()
     cfg = tmp_path / "elsewhere.toml"
@@ -531,7 +538,7 @@ def test_serve_warns_when_the_key_lives_beside_the_data(tmp_path: Path) -> None:
         f'[key_providers.default]\ntype = "keyfile"\npath = "{tmp_path / "keys" / "m.key"}"\n'
         "create = true\n"
     )
-    srv = ServerProcess(tmp_path / "apart", config=cfg).start()
+    srv = ServerProcess(tmp_path / "apart", config=cfg, store=store).start()
     srv.stop()
     assert srv.log_path is not None and warning not in srv.log_path.read_bytes()
     assert (tmp_path / "keys" / "m.key").stat().st_mode & 0o777 == 0o600

@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
 from click.testing import CliRunner, Result
-from moto.server import ThreadedMotoServer
 
 from stateward import s3layout
 from stateward.audit import context as audit_context
@@ -42,6 +40,7 @@ from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.imports import ImportSource, resume_point
+from tests.aws import moto_server, s3_client
 from tests.pg import Store
 from tests.support import TERRAFORM_111, lock_body, make_state
 
@@ -69,22 +68,8 @@ AWS_VARS = {
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
     """moto's S3 in server mode on loopback, one per module (its own, not tests/aws.py's)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    server._server.server_close()  # type: ignore[union-attr]
-
-
-def s3_client(url: str) -> Any:
-    return boto3.client(
-        "s3",
-        region_name=REGION,
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

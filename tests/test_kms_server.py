@@ -17,6 +17,7 @@ import pytest
 
 from stateward.crypto.barrier import parse_header
 from tests.aws import REGION, _key_uuid
+from tests.pg import Store
 from tests.support import ServerProcess, free_port, make_state, md5_b64
 
 LINEAGE = "7c1e4c8e-1111-2222-3333-444455556666"
@@ -41,16 +42,18 @@ def _post(srv: ServerProcess, path: str, serial: int) -> httpx.Response:
 
 @pytest.fixture
 def kms_server(
-    tmp_path: Path, moto_url: str, kms_key: str, aws_env: None
+    tmp_path: Path, moto_url: str, kms_key: str, aws_env: None, store: Store
 ) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "data", config=_config(tmp_path, moto_url, kms_key)).start()
+    config = _config(tmp_path, moto_url, kms_key)
+    srv = ServerProcess(tmp_path / "data", config=config, store=store).start()
     yield srv
     srv.stop()
 
 
 def _blob_header(srv: ServerProcess) -> Any:
-    blobs = [f for f in (srv.data_dir / "blobs").rglob("*") if f.is_file()]
-    return parse_header(blobs[0].read_bytes())[0]
+    assert srv.store is not None
+    blobs = list(srv.store.blobs(srv.data_dir).values())  # files, or objects in the bucket
+    return parse_header(blobs[0])[0]
 
 
 def test_writes_are_wrapped_by_kms_and_a_disabled_key_fails_closed(
@@ -75,14 +78,15 @@ def test_writes_are_wrapped_by_kms_and_a_disabled_key_fails_closed(
 
 
 def test_unreachable_kms_is_503_with_retry_after(
-    tmp_path: Path, kms_key: str, aws_env: None
+    tmp_path: Path, kms_key: str, aws_env: None, store: Store
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    srv = ServerProcess(tmp_path / "data", config=_config(tmp_path, dead, kms_key)).start()
+    config = _config(tmp_path, dead, kms_key)
+    srv = ServerProcess(tmp_path / "data", config=config, store=store).start()
     try:
         r = _post(srv, "kms/app/dev", 1)
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert "retry later" in r.text
-        assert not [f for f in (srv.data_dir / "blobs").rglob("*") if f.is_file()]
+        assert store.blobs(srv.data_dir) == {}
     finally:
         srv.stop()

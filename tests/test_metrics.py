@@ -21,6 +21,7 @@ from stateward import __version__, logs, metrics
 from stateward.config import ConfigError, load_settings
 from stateward.http import metrics as http_metrics
 from tests.aws import REGION
+from tests.pg import Store
 from tests.support import ServerProcess, lock_body, make_state, md5_b64
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -144,7 +145,7 @@ def test_request_counts_per_route_template(server: ServerProcess) -> None:
 
 
 def test_metrics_need_audit_on_the_whole_store(
-    tmp_path: Path, server_with: list[ServerProcess]
+    tmp_path: Path, server_with: list[ServerProcess], store: Store
 ) -> None:
     cfg = _config(
         tmp_path,
@@ -152,7 +153,7 @@ def test_metrics_need_audit_on_the_whole_store(
         '[roles.team-audit]\n[[roles.team-audit.rules]]\nactions = ["audit"]\n'
         'paths = ["team/**"]\n',
     )
-    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg))
+    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg, store=store))
     url = f"{srv.bare_url}/metrics"
     anonymous = httpx.get(url)
     assert anonymous.status_code == 401 and "stateward_" not in anonymous.text
@@ -173,10 +174,10 @@ def test_metrics_need_audit_on_the_whole_store(
 
 
 def test_metrics_public_needs_no_credentials(
-    tmp_path: Path, server_with: list[ServerProcess]
+    tmp_path: Path, server_with: list[ServerProcess], store: Store
 ) -> None:
     cfg = _config(tmp_path, "metrics_public = true\n")
-    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg))
+    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg, store=store))
     text = scrape(srv, auth=False)
     assert "stateward_build_info" in text
     assert httpx.get(f"{srv.bare_url}/state/a/b").status_code == 401  # the rest is unchanged
@@ -243,6 +244,7 @@ def test_label_cardinality_stays_bounded_under_10000_state_paths(server: ServerP
 def test_kms_calls_are_counted_by_provider_and_operation(
     tmp_path: Path,
     server_with: list[ServerProcess],
+    store: Store,
     moto_url: str,
     kms_key: str,
     aws_env: None,
@@ -254,7 +256,7 @@ def test_kms_calls_are_counted_by_provider_and_operation(
         f'endpoint_url = "{moto_url}"\nregion = "{REGION}"\n'
         '[[encryption]]\npaths = ["kms/**"]\nprovider = "kms"\n',
     )
-    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg))
+    srv = _start(server_with, ServerProcess(tmp_path / "data", config=cfg, store=store))
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for serial in (1, 2, 3):
             body = make_state(serial=serial, lineage="kms")
@@ -286,12 +288,14 @@ def _json_lines(srv: ServerProcess) -> list[dict[str, object]]:
 
 
 def test_json_logs_carry_request_ids_and_no_state_content(
-    tmp_path: Path, server_with: list[ServerProcess]
+    tmp_path: Path, server_with: list[ServerProcess], store: Store
 ) -> None:
     cfg = _config(tmp_path, 'log_level = "debug"\n')
     srv = _start(
         server_with,
-        ServerProcess(tmp_path / "data", config=cfg, extra_args=["--log-format", "json"]),
+        ServerProcess(
+            tmp_path / "data", config=cfg, extra_args=["--log-format", "json"], store=store
+        ),
     )
     secret_outputs = {"leak": {"value": MARKER, "type": "string", "sensitive": True}}
     with httpx.Client(base_url=srv.url, timeout=30) as c:

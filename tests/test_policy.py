@@ -37,6 +37,7 @@ from stateward.policy import (
 )
 from stateward.policy_lint import Finding, TokenSummary, lint
 from stateward.service.core import StateService
+from tests.pg import Store
 from tests.support import make_state
 
 UTC = dt.UTC
@@ -553,12 +554,12 @@ def test_adding_a_deny_rule_never_allows_more(p: PolicyConfig, extra: Rule,
     assert before.reason != EVALUATION_FAILED
 
 
-def test_policy_check_flags_admin_tokens_without_expiry(tmp_path: Path) -> None:
+def test_policy_check_flags_admin_tokens_without_expiry(tmp_path: Path, store: Store) -> None:
     data = tmp_path / "d"
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str]:
-        res = runner.invoke(cli, ["--data-dir", str(data), *args], catch_exceptions=False)
+        res = runner.invoke(cli, [*store.cli_args(data), *args], catch_exceptions=False)
         return res.exit_code, res.output
 
     assert run("policy", "check")[0] == 0

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg import Store
 from tests.support import (
     TOFU_ENCRYPTED,
     TOFU_LINEAGE,
@@ -41,17 +42,20 @@ STATE_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"}
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("protocol") / "data").start()
+def srv(tmp_path_factory: pytest.TempPathFactory, module_store: Store) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("protocol") / "data", store=module_store).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="module")
-def small_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def small_srv(
+    tmp_path_factory: pytest.TempPathFactory, module_store: Store
+) -> Iterator[ServerProcess]:
     proc = ServerProcess(
         tmp_path_factory.mktemp("protocol-small") / "data",
         extra_args=["--max-body-bytes", str(SMALL_LIMIT)],
+        store=module_store,
     ).start()
     yield proc
     proc.stop()
@@ -262,7 +266,8 @@ def test_unreadable_blob_is_a_retryable_503(server: ServerProcess) -> None:
         assert client.get(url).status_code == 404
         assert client.post(url, content=body, headers=body_headers(body)).status_code == 200
         assert client.get(url).content == body
-        blobs = [f for f in (server.data_dir / "blobs").rglob("*") if f.is_file()]
+        assert server.store is not None
+        blobs = server.store.stored_blobs(server.data_dir)  # files, or objects in the bucket
         assert blobs
         for f in blobs:
             f.unlink()

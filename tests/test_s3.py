@@ -1,5 +1,8 @@
 """The S3 blob store against moto's S3 in server mode (tests/aws.py), over real HTTP: the store
-alone, a service on it, and a real ``stateward serve`` process configured for it."""
+alone, a service on it, and a real ``stateward serve`` process configured for it.
+
+What only S3 has to prove; everything else about it is proven by the suites that run on both
+stores (the ``store`` fixture: PostgreSQL + S3 is one of them)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,13 @@ from tests.support import ServerProcess, free_port, make_state, md5_b64
 ALICE = Principal("alice", roles=("admin",))
 P = "team/app/prod"
 LINEAGE = "7c1e4c8e-1111-2222-3333-444455556666"
+
+
+@pytest.fixture(scope="session")
+def moto_url(s3_url: str) -> str:
+    """The session's moto server (tests/aws.py), the one the PostgreSQL + S3 store of the other
+    suites uses too; KMS keys for SSE-KMS live there as well."""
+    return s3_url
 
 
 @pytest.fixture

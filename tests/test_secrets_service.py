@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.pg import Store
 from tests.support import ServerProcess, make_state, md5_b64
 
 AKID = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key
@@ -22,10 +23,10 @@ def leaky_state(serial: int, lineage: str) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def test_scan_history_sanitize_and_purge(tmp_path: Path) -> None:
+def test_scan_history_sanitize_and_purge(tmp_path: Path, store: Store) -> None:
     cfg = tmp_path / "fast.toml"
     cfg.write_text("audit_follow_interval_seconds = 0.2\n")
-    srv = ServerProcess(tmp_path / "data", config=cfg).start()
+    srv = ServerProcess(tmp_path / "data", config=cfg, store=store).start()
     try:
         path = f"sec/{uuid.uuid4().hex[:6]}/prod"
         lineage = str(uuid.uuid4())

@@ -1,5 +1,5 @@
-"""StateService against real stores: every test runs on SQLite and on PostgreSQL (the
-``store`` fixture, tests/pg.py), blobs in files."""
+"""StateService against real stores: every test runs on the embedded store (SQLite + blob
+files) and on PostgreSQL + S3 (the ``store`` fixture, tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from stateward.config import LeaseRule, RetentionRule, Settings
 from stateward.errors import Conflict, Forbidden, Locked, NotFound, TooLarge
 from stateward.principal import Principal
 from stateward.service.core import StateService
-from tests.pg import Store
+from tests.pg import Store, embedded_only
 from tests.support import lock_body, make_state
 
 ALICE = Principal("alice", roles=("admin",))
@@ -54,12 +54,16 @@ def test_versions_history_and_metadata(service: StateService) -> None:
     assert service.read(ALICE, P).body == make_state(serial=2, lineage="lin", resources=3)
 
 
-def test_blob_on_disk_is_not_plain_state(service: StateService, settings: Settings) -> None:
+def test_blob_on_disk_is_not_plain_state(
+    service: StateService, settings: Settings, store: Store
+) -> None:
     service.write(ALICE, P, make_state(serial=1, outputs={"o": {"value": "needle-xyz",
                                                                 "type": "string"}}))
-    blobs = [p for p in settings.blob_dir.rglob("*") if p.is_file()]
-    assert blobs and all(b"needle-xyz" not in p.read_bytes() for p in blobs)
-    assert all(p.stat().st_mode & 0o077 == 0 for p in blobs)
+    blobs = store.blobs(settings.data_dir)
+    assert blobs and all(b"needle-xyz" not in data for data in blobs.values())
+    files = [p for p in settings.blob_dir.rglob("*") if p.is_file()]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files)
+    assert len(files) == (len(blobs) if store.embedded else 0)
 
 
 def test_rollback_writes_old_content_as_new_version(service: StateService) -> None:
@@ -230,6 +234,7 @@ def test_list_states_with_lock_and_writer(service: StateService) -> None:
     assert [r.path for r in service.list_states(ALICE, prefix="*/y")] == ["b/y"]
 
 
+@embedded_only  # the file blob store's temp files: S3 puts are atomic, there are none
 def test_maintenance_removes_partial_blob_writes(service: StateService,
                                                  settings: Settings) -> None:
     service.write(ALICE, P, make_state())

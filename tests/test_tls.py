@@ -44,6 +44,7 @@ from stateward.http.tls import (
     rfc4514_name,
 )
 from stateward.service.factory import build_service
+from tests.pg import Store
 from tests.support import TERRAFORM_111, ServerProcess, free_port, lock_body, make_state
 from tests.support import terraform_env as tf_env
 
@@ -192,18 +193,22 @@ def _tls_args(pki: Pki, mtls: bool) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def tls_server(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory, module_store: Store
+) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("tls") / "data", extra_args=_tls_args(pki, False),
-                        tls=client_ctx(pki))
+                        tls=client_ctx(pki), store=module_store)
     srv.start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
-def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def mtls_server(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory, module_store: Store
+) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("mtls") / "data", extra_args=_tls_args(pki, True),
-                        tls=client_ctx(pki, pki.client))
+                        tls=client_ctx(pki, pki.client), store=module_store)
     srv.start()
     yield srv
     srv.stop()
@@ -411,8 +416,8 @@ def test_rfc4514_names_round_trip() -> None:
 # -- plain HTTP and config ----------------------------------------------------------------------
 
 
-def test_plain_http_security_headers_without_hsts(tmp_path: Path) -> None:
-    service = build_service(Settings(data_dir=tmp_path / "d"))
+def test_plain_http_security_headers_without_hsts(tmp_path: Path, store: Store) -> None:
+    service = build_service(store.settings(tmp_path / "d"))
     app = create_app(service, run_maintenance=False)
 
     async def go() -> list[httpx.Response]:

@@ -25,14 +25,15 @@ from stateward.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.tokens import LAST_USED_RESOLUTION, validate_glob
-from tests.pg import db_dump
+from tests.pg import Store, db_dump
 
 WHO = Principal(name="tester", roles=("admin",))
 T0 = 1_800_000_000.0
 
 
-def run(data: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--data-dir", str(data), *args], catch_exceptions=False)
+def run(store: Store, data: Path, *args: str) -> Result:
+    """The CLI, in process, on ``data``'s store."""
+    return CliRunner().invoke(cli, [*store.cli_args(data), *args], catch_exceptions=False)
 
 
 def files_under(root: Path) -> Iterator[Path]:
@@ -45,25 +46,36 @@ def svc(service: StateService) -> StateService:
     return service
 
 
-def test_cli_create_prints_secret_last_and_list_hides_it(tmp_path: Path) -> None:
+def test_cli_create_prints_secret_last_and_list_hides_it(tmp_path: Path, store: Store) -> None:
     data = tmp_path / "data"
-    res = run(data, "token", "create", "ci-prod", "--role", "writer", "--path", "prod/**",
-              "--expires", "90d")
+    res = run(
+        store,
+        data,
+        "token",
+        "create",
+        "ci-prod",
+        "--role",
+        "writer",
+        "--path",
+        "prod/**",
+        "--expires",
+        "90d",
+    )
     assert res.exit_code == 0, res.output
     secret = res.stdout.splitlines()[-1]
     assert crypto.is_well_formed(secret) and secret.startswith("swt_")
     assert len(base64.urlsafe_b64decode(secret[4:] + "=")) * 8 >= 256
     assert "ci-prod" in res.stderr and secret not in res.stderr
-    listed = run(data, "token", "list", "--json")
+    listed = run(store, data, "token", "list", "--json")
     [row] = json.loads(listed.stdout)
     assert row["name"] == "ci-prod" and row["roles"] == ["writer"] and row["paths"] == ["prod/**"]
     assert row["status"] == "active" and row["expires_at"] is not None
     assert "hash" not in row and secret not in listed.stdout
-    table = run(data, "token", "list")
+    table = run(store, data, "token", "list")
     assert "ci-prod" in table.stdout and secret not in table.stdout
-    assert run(data, "token", "revoke", "ci-prod").exit_code == 0
-    assert json.loads(run(data, "token", "list", "--json").stdout)[0]["status"] == "revoked"
-    second = run(data, "token", "create", "other", "--role", "reader")
+    assert run(store, data, "token", "revoke", "ci-prod").exit_code == 0
+    assert json.loads(run(store, data, "token", "list", "--json").stdout)[0]["status"] == "revoked"
+    second = run(store, data, "token", "create", "other", "--role", "reader")
     assert second.stdout.splitlines()[-1] != secret
 
 
@@ -88,8 +100,8 @@ def test_secret_and_key_never_in_database_or_data_dir(svc: StateService) -> None
             assert key not in blob and key.hex().encode() not in blob, f
 
 
-def test_key_file_mode_location_and_custom_path(tmp_path: Path) -> None:
-    svc = build_service(Settings(data_dir=tmp_path / "d1"))
+def test_key_file_mode_location_and_custom_path(tmp_path: Path, store: Store) -> None:
+    svc = build_service(store.settings(tmp_path / "d1", token_key_file=None))  # the default
     svc.create_token(WHO, "a", ["admin"])
     key_file = tmp_path / "d1" / "token.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.stat().st_size == 32
@@ -97,7 +109,7 @@ def test_key_file_mode_location_and_custom_path(tmp_path: Path) -> None:
     svc.engine.dispose()
     custom = tmp_path / "secrets" / "tk"
     custom.parent.mkdir()
-    svc = build_service(Settings(data_dir=tmp_path / "d2", token_key_file=custom))
+    svc = build_service(store.settings(tmp_path / "d2", token_key_file=custom))
     _, secret = svc.create_token(WHO, "a", ["admin"])
     assert custom.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "d2" / "token.key").exists()
@@ -109,16 +121,25 @@ def test_key_file_mode_location_and_custom_path(tmp_path: Path) -> None:
 
 
 def test_authenticate_ok_wrong_malformed_revoked_expired(svc: StateService) -> None:
-    _, secret = svc.create_token(WHO, "ci", ["writer", "reader"], ["prod/**", "*/net"],
-                                 expires_at=T0 + 3600)
+    _, secret = svc.create_token(
+        WHO, "ci", ["writer", "reader"], ["prod/**", "*/net"], expires_at=T0 + 3600
+    )
     ok = svc.authenticate_token(secret)
     assert ok is not None and ok.name == "ci" and ok.roles == ("writer", "reader")
     assert ok.paths == ("prod/**", "*/net") and ok.created_by == "tester"
     assert svc.authenticate_token(crypto.new_token()) is None
     flipped = secret[:-2] + ("A" if secret[-2] != "A" else "B") + secret[-1]
     assert svc.authenticate_token(flipped) is None
-    for bad in ("", "swt_", secret[4:], secret + "x", "Bearer " + secret, "swt_" + "!" * 43,
-                secret.upper(), "x" * 10_000):
+    for bad in (
+        "",
+        "swt_",
+        secret[4:],
+        secret + "x",
+        "Bearer " + secret,
+        "swt_" + "!" * 43,
+        secret.upper(),
+        "x" * 10_000,
+    ):
         assert svc.authenticate_token(bad) is None
     assert svc.authenticate_token(secret, now=T0 + 3599) is not None
     assert svc.authenticate_token(secret, now=T0 + 3600) is None
@@ -153,8 +174,9 @@ def test_last_used_updated_but_throttled(svc: StateService) -> None:
 
 def test_malformed_token_never_queries_the_database(svc: StateService) -> None:
     statements: list[str] = []
-    event.listen(svc.engine, "before_cursor_execute",
-                 lambda _c, _cur, stmt, *_a: statements.append(stmt))
+    event.listen(
+        svc.engine, "before_cursor_execute", lambda _c, _cur, stmt, *_a: statements.append(stmt)
+    )
     for bad in ("", "nope", "swt_short", "swt_" + "=" * 43, "ghp_" + "a" * 43, "x" * 1_000_000):
         assert svc.authenticate_token(bad) is None
     assert statements == []
@@ -193,14 +215,15 @@ def test_duplicate_names_refused(svc: StateService, tmp_path: Path) -> None:
         (["t", "--role", "w", "--expires", "10y"], "invalid --expires"),
     ],
 )
-def test_invalid_create_refused_with_one_line(tmp_path: Path, args: list[str],
-                                              needle: str) -> None:
+def test_invalid_create_refused_with_one_line(
+    tmp_path: Path, store: Store, args: list[str], needle: str
+) -> None:
     data = tmp_path / "data"
-    res = run(data, "token", "create", *args)
+    res = run(store, data, "token", "create", *args)
     assert res.exit_code == 1, res.output
     assert res.stdout == "" and res.stderr.count("\n") == 1 and needle in res.stderr
     assert "swt_" not in res.stderr.replace("'swt_'", "")
-    assert json.loads(run(data, "token", "list", "--json").stdout) == []
+    assert json.loads(run(store, data, "token", "list", "--json").stdout) == []
 
 
 def test_globs_accepted() -> None:
@@ -250,20 +273,26 @@ def test_events_record_create_and_revoke_without_secret(svc: StateService) -> No
 
 @pytest.mark.parametrize(
     ("content", "mode", "needle"),
-    [(os.urandom(32), 0o644, "chmod 600"), (os.urandom(32), 0o640, "chmod 600"),
-     (os.urandom(31), 0o600, "exactly 32 bytes"), (os.urandom(33), 0o600, "exactly 32 bytes"),
-     (b"", 0o600, "exactly 32 bytes")],
+    [
+        (os.urandom(32), 0o644, "chmod 600"),
+        (os.urandom(32), 0o640, "chmod 600"),
+        (os.urandom(31), 0o600, "exactly 32 bytes"),
+        (os.urandom(33), 0o600, "exactly 32 bytes"),
+        (b"", 0o600, "exactly 32 bytes"),
+    ],
 )
-def test_bad_key_file_refused(tmp_path: Path, content: bytes, mode: int, needle: str) -> None:
+def test_bad_key_file_refused(
+    tmp_path: Path, store: Store, content: bytes, mode: int, needle: str
+) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    key_file = data / "token.key"
+    key_file = store.token_key_file(data)
     key_file.write_bytes(content)
     key_file.chmod(mode)
-    res = run(data, "token", "create", "t", "--role", "admin")
+    res = run(store, data, "token", "create", "t", "--role", "admin")
     assert res.exit_code == 1 and needle in res.stderr and res.stderr.count("\n") == 1
     assert key_file.read_bytes() == content  # never replaced
-    svc = build_service(Settings(data_dir=data))
+    svc = build_service(store.settings(data))
     with pytest.raises(Unavailable, match=needle):
         svc.load_token_key()
     with pytest.raises(Unavailable):
@@ -298,9 +327,17 @@ def test_nothing_prints_a_secret_or_key(svc: StateService) -> None:
     view, secret = svc.create_token(WHO, "ci", ["writer"])
     key = svc.load_token_key()
     raw = svc.token_key_path.read_bytes()
-    for text in (repr(view), str(view), repr((view, secret)), repr(secret), repr(key), str(key),
-                 repr(svc.list_tokens(WHO)), repr(svc.authenticate_token(secret)),
-                 json.dumps(view.to_dict())):
+    for text in (
+        repr(view),
+        str(view),
+        repr((view, secret)),
+        repr(secret),
+        repr(key),
+        str(key),
+        repr(svc.list_tokens(WHO)),
+        repr(svc.authenticate_token(secret)),
+        json.dumps(view.to_dict()),
+    ):
         assert secret not in text and raw.hex() not in text, text
     assert "redacted" in repr(secret) and "redacted" in repr(key)
     with pytest.raises(TypeError):
@@ -311,8 +348,10 @@ def test_nothing_prints_a_secret_or_key(svc: StateService) -> None:
 def test_existing_data_dir_gains_the_tokens_table(tmp_path: Path) -> None:
     # SQLite only: an embedded data dir from an earlier release.
     svc = build_service(Settings(data_dir=tmp_path / "d"))
-    with svc.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE tokens")  # a data dir from before tokens existed
+    with svc.engine.begin() as conn:  # a data dir of a release before tokens and migrations
+        for table in ("tokens", "leases", "alembic_version"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        conn.exec_driver_sql("UPDATE schema_info SET value = '1' WHERE key = 'schema_version'")
     svc.engine.dispose()
     svc = build_service(Settings(data_dir=tmp_path / "d"))
     _, secret = svc.create_token(WHO, "a", ["admin"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -196,13 +195,8 @@ def take_lock(server: ServerProcess, url: str, who: str, method: str = "LOCK") -
 
 
 def stateward(server: ServerProcess, *args: str) -> str:
-    """The admin CLI, offline on the running server's data directory."""
-    r = subprocess.run(
-        [sys.executable, "-m", "stateward", "--data-dir", str(server.data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """The admin CLI, offline on the running server's data directory (and store)."""
+    r = server.cli(*args, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 

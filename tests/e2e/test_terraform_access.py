@@ -166,7 +166,8 @@ def test_missing_wrong_expired_and_revoked_tokens_are_refused(
     init(writer, work)
     apply(writer, work, "one")
 
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+    # long enough for the three CLI runs and two plans below, on a loaded machine too
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
     expiring = server.create_token("short-lived", "writer", expires=soon.isoformat())
     revoked = server.create_token("revoked", "writer")
     assert tf(as_token(client, revoked), work, *PLAN, "-lock=false", "-var=v=one").returncode == 0

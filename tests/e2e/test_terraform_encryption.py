@@ -55,8 +55,12 @@ resource "terraform_data" "db" {{
     apply(writer, work, "two")
     # the server really holds the value (so the search below is meaningful) ...
     assert marker in httpx.get(server.state_url(path), timeout=10).text
-    # ... and yet no file under the data dir (database, WAL, blobs, keys) nor the log has it
+    # ... and yet no file under the data dir (database, WAL, blobs, keys), nor the database and
+    # bucket of the PostgreSQL + S3 store, nor the log has it
     needle = marker.encode()
-    hits = [str(f) for f in server.data_dir.rglob("*") if f.is_file() and needle in f.read_bytes()]
+    assert server.store is not None
+    at_rest = server.store.at_rest(server.data_dir)
+    assert at_rest
+    hits = [where for where, data in at_rest if needle in data]
     assert hits == []
     assert server.log_path is not None and needle not in server.log_path.read_bytes()

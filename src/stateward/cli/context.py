@@ -34,6 +34,9 @@ class CliContext:
             from stateward.service.factory import build_service
 
             self._service = build_service(self.settings())
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None:  # the pool's connections close with the command
+                ctx.call_on_close(self._service.engine.dispose)
         return self._service
 
     @property

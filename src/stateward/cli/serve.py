@@ -101,8 +101,7 @@ def serve(
     # A damaged or exposed token key, keys that are not the shared store's, or a blob store
     # that cannot be reached stop the server before it accepts a request.
     try:
-        service.load_token_key()
-        check_before_serving(service)
+        check_before_serving(service)  # loads the token key, after checking where it is
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     secret = service.ensure_initial_admin_token(cli_principal())

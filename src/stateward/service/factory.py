@@ -83,8 +83,11 @@ def blob_store(settings: Settings) -> BlobStore:
 def build_service(settings: Settings) -> StateService:
     """Open (creating if needed) the data directory and return a ready service."""
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(data_dir, 0o700)
+    if settings.database_url is None or settings.blob_store is None:
+        # The embedded database or the blob files live here. On PostgreSQL + S3 nothing must:
+        # the directory is made only by what needs it (default key files create their own).
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(data_dir, 0o700)
     engine = metadata_engine(settings)
     try:
         init_schema(engine)

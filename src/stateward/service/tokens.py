@@ -122,6 +122,8 @@ class TokenOps(ServiceBase):
         """The server's token key, created on first need. ``serve`` should call this at start
         so that a damaged or exposed key file stops it before it accepts requests."""
         if self._token_key is None:
+            if self.settings.token_key_file is None:  # the default lives in the data dir,
+                self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # made here
             try:
                 self._token_key = crypto.load_or_create_key(self.token_key_path)
             except crypto.TokenKeyError as exc:

@@ -150,8 +150,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 LEGACY_SCHEMA_VERSION = "1"
 LEGACY_REVISION = "0001"
 
-#: The tables of revision 0001: all of them are there in a database of that release (it
-#: created them in one transaction).
+#: The tables of revision 0001. A database of a release before migrations holds some or all
+#: of them (that release added tables over time); 0001 creates the missing ones.
 _LEGACY_TABLES = frozenset(
     {
         "states", "versions", "blob_keys", "locks", "events", "audit", "secret_scans",
@@ -233,12 +233,8 @@ def _legacy_version(conn: Connection) -> str | None:
             f"metadata schema version {version!r} (schema_info, no alembic_version) is not one "
             f"this stateward can upgrade (it upgrades version {LEGACY_SCHEMA_VERSION})"
         )
-    missing = sorted(_LEGACY_TABLES - tables)
-    if missing:
-        raise MetadataStoreError(
-            f"the metadata store says schema version {LEGACY_SCHEMA_VERSION} but lacks the "
-            f"tables {', '.join(missing)}; refusing to upgrade it"
-        )
+    # Tables of 0001 may be missing: releases before migrations added tables one at a time
+    # (create_all on start); revision 0001 creates the missing ones and leaves the others.
     return version
 
 
@@ -297,7 +293,8 @@ def upgrade_schema(engine: Engine) -> SchemaUpgrade:
 
     - empty database: every migration, from 0001;
     - database of the release before migrations (``schema_info`` version 1, no
-      ``alembic_version``): stamped 0001 (it is exactly that schema), then upgraded;
+      ``alembic_version``): 0001 creates the tables it lacks (none, for the last such
+      release) and records itself, then the later migrations run;
     - at a known revision: the migrations after it (none at head);
     - at a revision this build does not know: refused, nothing touched.
     """
@@ -328,9 +325,8 @@ def _migrate(conn: Connection) -> SchemaUpgrade:
         if s.revision != start
     ]
     config = _alembic_config(conn)
-    if legacy:
-        command.stamp(config, LEGACY_REVISION)
-    if pending:
+    if pending or legacy:
+        # A legacy database runs 0001 too: it creates only the tables that release lacked.
         command.upgrade(config, "head")
     # schema_info follows the revision: the release before migrations checks that it says
     # "1" and refuses to start otherwise, so it never runs on a schema it does not know.

@@ -206,8 +206,6 @@ schema_info = Table(
     Column("value", String(256), nullable=False),
 )
 
-SCHEMA_VERSION = "1"
-
 #: Alerts raised by the ``[[alert_rules]]`` (docs/alerts.md). ``dedup`` (a hash of rule + audit
 #: seq, or rule + lock ID for long locks) is unique, so an audit record delivered twice to the
 #: alert follower, or a long lock seen on every poll, raises one alert.

@@ -13,6 +13,7 @@ schema.py never leak into it: a database created by that release is stamped ``00
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -34,8 +35,23 @@ def _principal() -> sa.types.TypeEngine[str]:
     return sa.String(256).with_variant(sa.Text(), "postgresql")
 
 
+def _create_table(have: set[str], name: str, *parts: Any) -> None:
+    if name not in have:
+        op.create_table(name, *parts)
+
+
+def _create_index(have: set[str], name: str, table: str, columns: list[str], **kw: Any) -> None:
+    if table not in have:  # an existing table of that release has its indexes already
+        op.create_index(name, table, columns, **kw)
+
+
 def upgrade() -> None:
-    op.create_table(
+    # Tables already there are left alone: a database of a release before migrations that
+    # predates some of these tables (they were added one release at a time, by create_all)
+    # gets the missing ones here, exactly as that release's next start would have made them.
+    have = set(sa.inspect(op.get_bind()).get_table_names())
+    _create_table(
+        have,
         "states",
         sa.Column("path", _path(), nullable=False),
         sa.Column("current_seq", sa.Integer(), nullable=True),
@@ -48,7 +64,8 @@ def upgrade() -> None:
         sa.Column("override_next_write", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("path"),
     )
-    op.create_table(
+    _create_table(
+        have,
         "versions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("path", _path(), nullable=False),
@@ -75,8 +92,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["path"], ["states.path"]),
         sa.UniqueConstraint("blob_key"),
     )
-    op.create_index("ix_versions_path_created", "versions", ["path", "created_at"])
-    op.create_table(
+    _create_index(have, "ix_versions_path_created", "versions", ["path", "created_at"])
+    _create_table(
+        have,
         "blob_keys",
         sa.Column("blob_key", sa.String(128), nullable=False),
         sa.Column("path", _path(), nullable=False),
@@ -87,8 +105,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("blob_key"),
         sa.ForeignKeyConstraint(["blob_key"], ["versions.blob_key"]),
     )
-    op.create_index("ix_blob_keys_provider", "blob_keys", ["provider", "key_version"])
-    op.create_table(
+    _create_index(have, "ix_blob_keys_provider", "blob_keys", ["provider", "key_version"])
+    _create_table(
+        have,
         "locks",
         sa.Column("path", _path(), nullable=False),
         sa.Column("lock_id", sa.String(256), nullable=False),
@@ -100,7 +119,8 @@ def upgrade() -> None:
         sa.Column("acquired_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("path"),
     )
-    op.create_table(
+    _create_table(
+        have,
         "events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
@@ -110,8 +130,9 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_events_path", "events", ["path"])
-    op.create_table(
+    _create_index(have, "ix_events_path", "events", ["path"])
+    _create_table(
+        have,
         "audit",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
@@ -124,10 +145,11 @@ def upgrade() -> None:
         sa.Column("record", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
     )
-    op.create_index("ix_audit_path_at", "audit", ["path", "at"])
-    op.create_index("ix_audit_principal_at", "audit", ["principal", "at"])
-    op.create_index("ix_audit_at", "audit", ["at"])
-    op.create_table(
+    _create_index(have, "ix_audit_path_at", "audit", ["path", "at"])
+    _create_index(have, "ix_audit_principal_at", "audit", ["principal", "at"])
+    _create_index(have, "ix_audit_at", "audit", ["at"])
+    _create_table(
+        have,
         "secret_scans",
         sa.Column("path", _path(), nullable=False),
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
@@ -136,7 +158,8 @@ def upgrade() -> None:
         sa.Column("note", sa.String(256), nullable=False),
         sa.PrimaryKeyConstraint("path", "seq"),
     )
-    op.create_table(
+    _create_table(
+        have,
         "secret_findings",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("path", _path(), nullable=False),
@@ -146,14 +169,16 @@ def upgrade() -> None:
         sa.Column("rule", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_secret_findings_version", "secret_findings", ["path", "seq"])
-    op.create_table(
+    _create_index(have, "ix_secret_findings_version", "secret_findings", ["path", "seq"])
+    _create_table(
+        have,
         "audit_cursors",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
-    op.create_table(
+    _create_table(
+        have,
         "tokens",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
@@ -169,14 +194,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     # unique=True, index=True in schema.py: one unique index, no separate constraint
-    op.create_index("ix_tokens_hash", "tokens", ["hash"], unique=True)
-    op.create_table(
+    _create_index(have, "ix_tokens_hash", "tokens", ["hash"], unique=True)
+    _create_table(
+        have,
         "schema_info",
         sa.Column("key", sa.String(64), nullable=False),
         sa.Column("value", sa.String(256), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
-    op.create_table(
+    _create_table(
+        have,
         "alerts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
@@ -193,7 +220,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("dedup"),
     )
-    op.create_index("ix_alerts_open", "alerts", ["acknowledged_at", "id"])
+    _create_index(have, "ix_alerts_open", "alerts", ["acknowledged_at", "id"])
 
 
 def downgrade() -> None:

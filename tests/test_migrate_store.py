@@ -488,6 +488,16 @@ def test_nul_in_text_is_refused_for_postgresql_naming_the_row(
     assert res.exit_code == 0, res.output
 
 
+def pg_target(
+    source: Source, tmp_path: Path, url: str, bucket: str, s3_url: str
+) -> tuple[Path, Settings, str]:
+    """A PostgreSQL + S3 target for ``source``: its config file, settings and bucket."""
+    cfg = write_config(
+        tmp_path / "pg.toml", source.data, database_url=url, bucket=bucket, s3_url=s3_url
+    )
+    return cfg, load_settings(cfg, {"data_dir": tmp_path / "pgdata"}, env={}), bucket
+
+
 def test_verification_finds_tampered_blobs_rows_and_audit_records(
     source: Source,
     tmp_path: Path,
@@ -495,11 +505,7 @@ def test_verification_finds_tampered_blobs_rows_and_audit_records(
     buckets: Callable[[], str],
     s3_url: str,
 ) -> None:
-    url, bucket = databases(), buckets()
-    cfg = write_config(
-        tmp_path / "pg.toml", source.data, database_url=url, bucket=bucket, s3_url=s3_url
-    )
-    settings = load_settings(cfg, {"data_dir": tmp_path / "pgdata"}, env={})
+    _cfg, settings, _bucket = pg_target(source, tmp_path, databases(), buckets(), s3_url)
     s_handle, p_handle = handle(Settings(data_dir=source.data)), handle(settings)
     try:
         result = copy_store(s_handle, p_handle, batch=3)  # several batches per table
@@ -533,11 +539,7 @@ def test_a_failed_copy_leaves_nothing_behind(
     buckets: Callable[[], str],
     s3_url: str,
 ) -> None:
-    url, bucket = databases(), buckets()
-    cfg = write_config(
-        tmp_path / "pg.toml", source.data, database_url=url, bucket=bucket, s3_url=s3_url
-    )
-    settings = load_settings(cfg, {"data_dir": tmp_path / "pgdata"}, env={})
+    cfg, settings, bucket = pg_target(source, tmp_path, databases(), buckets(), s3_url)
     s_handle, p_handle = handle(Settings(data_dir=source.data)), handle(settings)
     try:
         # a check failing on one blob (as --verify-decrypt does with the wrong keys)

@@ -26,6 +26,8 @@ transaction, including a plain ``engine.connect()`` that autobegins, is a write 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +76,10 @@ def sqlite_engine(db_path: Path) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        _enable_wal(cur)
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -87,6 +89,21 @@ def sqlite_engine(db_path: Path) -> Engine:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _enable_wal(cur: Any) -> None:
+    """``journal_mode=WAL``. Switching a new database to WAL needs an exclusive lock, and
+    SQLite may answer "database is locked" at once, without waiting, when several processes
+    open the new file together (a server and a CLI command on a fresh data dir): retry for a
+    few seconds. Once the file is in WAL mode the pragma is a no-op."""
+    for attempt in range(50):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def postgres_engine(url: str | URL) -> Engine:

@@ -183,7 +183,7 @@ class SchemaUpgrade:
 
     before: str | None  # the Alembic revision found (None: none recorded)
     after: str  # the head revision, where the database is now
-    legacy: bool = False  # a pre-migration database, stamped LEGACY_REVISION first
+    legacy: bool = False  # a pre-migration store (0001 created what it lacked)
     applied: tuple[str, ...] = field(default=())  # "0002 (leases …)", oldest first
 
     @property

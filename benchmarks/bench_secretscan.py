@@ -42,67 +42,18 @@ from rich.table import Table
 from stateward.secretscan import KINDS, sanitize, scan
 
 ROOT = Path(__file__).resolve().parent.parent
-CATALOG = ROOT / "tests" / "secret_catalog"
+if str(ROOT) not in sys.path:  # run as a script: the catalog's loader lives in tests/
+    sys.path.insert(0, str(ROOT))
 
+from tests.secret_catalog import CATALOG, entry_location, entry_state, load_entries  # noqa: E402
 
 # -- quality ---------------------------------------------------------------------------------
-
-
-def entry_state(entry: dict[str, Any]) -> bytes:
-    """The one-resource (or one-output) state a catalog entry stands for (see the README)."""
-    outputs: dict[str, Any] = {}
-    resources: list[dict[str, Any]] = []
-    if "output" in entry:
-        out = dict(entry["output"])
-        outputs[out.pop("name")] = out
-    else:
-        attrs = entry["attribute"] if "attribute" in entry else {"v": entry["value"]}
-        resources.append({
-            "mode": "managed",
-            "type": entry.get("resource_type", "example_thing"),
-            "name": "this",
-            "provider": 'provider["registry.terraform.io/example/example"]',
-            "instances": [{
-                "schema_version": 0,
-                "attributes": attrs,
-                "sensitive_attributes": entry.get("sensitive_attributes", []),
-            }],
-        })  # fmt: skip
-    doc = {
-        "version": 4,
-        "terraform_version": "1.11.4",
-        "serial": 1,
-        "lineage": "00000000-0000-4000-8000-000000000000",
-        "outputs": outputs,
-        "resources": resources,
-        "check_results": None,
-    }
-    return (json.dumps(doc, indent=2) + "\n").encode()
-
-
-def entry_location(entry: dict[str, Any]) -> str | None:
-    """Where a positive entry's finding must be (None: anywhere, for a lone value)."""
-    if "output" in entry:
-        return "outputs." + entry["output"]["name"]
-    target = entry.get("target")
-    if target is None:
-        attrs = entry.get("attribute", {"v": None})
-        if len(attrs) != 1:
-            return None
-        target = next(iter(attrs))
-    rtype = entry.get("resource_type", "example_thing")
-    return f"resources[{rtype}.this].instances[0].attributes.{target}"
-
-
-def load_catalog(name: str = "catalog.jsonl") -> list[dict[str, Any]]:
-    lines = (CATALOG / name).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def quality(name: str, with_states: bool) -> tuple[dict[str, Counter[str]], Counter[str]]:
     per_kind: dict[str, Counter[str]] = {k: Counter() for k in KINDS}
     overall: Counter[str] = Counter()
-    for entry in load_catalog(name):
+    for entry in load_entries(name):
         findings = scan(entry_state(entry))
         if not entry["label"]:
             overall["tn" if not findings else "fp"] += 1

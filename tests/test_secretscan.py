@@ -28,72 +28,21 @@ from stateward.secretscan import (
     scan_report,
 )
 from stateward.statefile import parse_state
+from tests.secret_catalog import (
+    STATES,
+    entry_location,
+    entry_state,
+    load_entries,
+    state_bytes,
+)
 from tests.support import TERRAFORM_111, TOFU_ENCRYPTED, make_state
 
-CATALOG = Path(__file__).parent / "secret_catalog"
-STATES = CATALOG / "states"
 EXPECTED: dict[str, list[list[str]]] = json.loads((STATES / "expected.json").read_text())
 STATE_FILES = sorted(EXPECTED)
 
 
-def _entries(name: str) -> list[dict[str, Any]]:
-    lines = (CATALOG / name).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-ENTRIES = _entries("catalog.jsonl")
-HOLDOUT = _entries("holdout.jsonl")
-
-
-def entry_state(entry: dict[str, Any]) -> bytes:
-    """The one-resource (or one-output) state a catalog entry stands for (see the README)."""
-    outputs: dict[str, Any] = {}
-    resources: list[dict[str, Any]] = []
-    if "output" in entry:
-        out = dict(entry["output"])
-        outputs[out.pop("name")] = out
-    else:
-        attrs = entry["attribute"] if "attribute" in entry else {"v": entry["value"]}
-        resources.append({
-            "mode": "managed",
-            "type": entry.get("resource_type", "example_thing"),
-            "name": "this",
-            "provider": 'provider["registry.terraform.io/example/example"]',
-            "instances": [{
-                "schema_version": 0,
-                "attributes": attrs,
-                "sensitive_attributes": entry.get("sensitive_attributes", []),
-            }],
-        })  # fmt: skip
-    return _state_bytes(outputs, resources)
-
-
-def _state_bytes(
-    outputs: dict[str, Any], resources: list[dict[str, Any]], serial: int = 1
-) -> bytes:
-    doc = {
-        "version": 4,
-        "terraform_version": "1.11.4",
-        "serial": serial,
-        "lineage": "00000000-0000-4000-8000-000000000000",
-        "outputs": outputs,
-        "resources": resources,
-        "check_results": None,
-    }
-    return (json.dumps(doc, indent=2) + "\n").encode()
-
-
-def entry_location(entry: dict[str, Any]) -> str | None:
-    if "output" in entry:
-        return "outputs." + str(entry["output"]["name"])
-    target = entry.get("target")
-    if target is None:
-        attrs = entry.get("attribute", {"v": None})
-        if len(attrs) != 1:
-            return None
-        target = next(iter(attrs))
-    rtype = entry.get("resource_type", "example_thing")
-    return f"resources[{rtype}.this].instances[0].attributes.{target}"
+ENTRIES = load_entries("catalog.jsonl")
+HOLDOUT = load_entries("holdout.jsonl")
 
 
 def _strings(node: Any) -> list[str]:
@@ -299,7 +248,7 @@ def _one_resource(attrs: dict[str, Any], sensitive: Any = None, **res: Any) -> b
     resource = {"mode": "managed", "type": "aws_thing", "name": "main", "provider": "p"}
     resource.update(res)
     resource["instances"] = [inst]
-    return _state_bytes({}, [resource])
+    return state_bytes({}, [resource])
 
 
 def test_locations_name_module_data_index_key_and_deposed() -> None:
@@ -494,7 +443,7 @@ def test_sanitize_keeps_types_sane() -> None:
     inst = {"schema_version": 0, "attributes": attrs, "sensitive_attributes": sens}
     resource = {"mode": "managed", "type": "aws_thing", "name": "main", "provider": "p"}
     resource["instances"] = [inst]
-    body = _state_bytes(outputs, [resource], serial=41)
+    body = state_bytes(outputs, [resource], serial=41)
     doc = json.loads(sanitize(body, scan(body)))
     assert doc["serial"] == 41
     assert doc["outputs"]["pin"] == {
@@ -575,7 +524,7 @@ def test_no_finding_ever_contains_the_value(
 ) -> None:
     value = _nest(secret, names)
     if as_output:
-        body = _state_bytes({"o": {"value": value, "type": "dynamic", "sensitive": sensitive}}, [])
+        body = state_bytes({"o": {"value": value, "type": "dynamic", "sensitive": sensitive}}, [])
     else:
         sens = [[{"type": "get_attr", "value": names[-1]}]] if sensitive else []
         body = _one_resource(value, sens)
@@ -627,7 +576,7 @@ def _states(draw: st.DrawFn) -> bytes:
         name: {"value": v, "type": "dynamic", **({"sensitive": True} if s else {})}
         for name, v, s in draw(st.lists(st.tuples(_NAMES, _JSON, st.booleans()), max_size=3))
     }
-    return _state_bytes(outputs, resources, serial=draw(st.integers(0, 10**6)))
+    return state_bytes(outputs, resources, serial=draw(st.integers(0, 10**6)))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

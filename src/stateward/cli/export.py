@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import stat
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -311,7 +312,7 @@ def export(
         sink = DirectorySink(Path(destination))
     sink.prepare(paths)
     counts = {"encrypted": 0, "plaintext": 0, "client-encrypted": 0}
-    with click.progressbar(paths, label="exporting", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(paths, label="exporting", file=sys.stderr) as bar:
         for path in bar:
             state = svc.read(obj.who, path)
             if state is None:

@@ -12,6 +12,7 @@ any GET, and a GET reads at most one byte more than the limit.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -352,7 +353,7 @@ def import_s3(
                        workspace_key_prefix, path_prefix, limit)  # fmt: skip
     svc = obj.service()
     total = sum(len(c.versions) for c in candidates)
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     try:
         with click.progressbar(length=total, label="importing", file=stderr) as bar:
             for cand in candidates:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -369,7 +370,7 @@ def bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     if total <= 0:
         yield lambda _n: None
         return
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     with click.progressbar(length=total, label=label, file=stream) as progress_bar:
         yield progress_bar.update
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ def _kind(plan: bool) -> Kind:
 def _read_input(source: str) -> bytes:
     try:
         if source == "-":
-            stdin: BinaryIO = click.get_binary_stream("stdin")
+            stdin: BinaryIO = sys.stdin.buffer
             return stdin.read()
         return Path(source).read_bytes()
     except OSError as exc:
@@ -43,7 +44,7 @@ def _read_input(source: str) -> bytes:
 def _write_output(target: str | None, data: bytes) -> None:
     """Write to stdout, or atomically to a new file of mode 0600 (it may hold a plaintext)."""
     if target is None or target == "-":
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         out.write(data)
         out.flush()
         return

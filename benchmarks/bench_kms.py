@@ -30,7 +30,7 @@ from rich.table import Table
 
 from stateward.config import EncryptionRule, Settings
 from stateward.crypto.providers.aws_kms import AwsKmsConfig, AwsKmsProvider
-from stateward.principal import Principal
+from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
 
 ADMIN = Principal("bench", roles=("admin",), source="127.0.0.1")

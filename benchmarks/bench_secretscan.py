@@ -39,7 +39,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stateward.secretscan import KINDS, sanitize, scan
+from stateward.domain.secretscan import KINDS, sanitize, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the catalog's loader lives in tests/

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from stateward.actions import ACTION_TABLE, GRANTS, Action
-from stateward.errors import Forbidden, ServiceError
-from stateward.policy_model import DAYS, Role, Rule, TimeWindow
-from stateward.principal import Principal
+from stateward.domain.actions import ACTION_TABLE, GRANTS, Action
+from stateward.domain.errors import Forbidden, ServiceError
+from stateward.domain.policy_model import DAYS, Role, Rule, TimeWindow
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from tests.pg import Store

@@ -28,14 +28,14 @@ import httpx
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from stateward.alerts.evaluator import AlertEvaluator
-from stateward.alerts.model import AlertDraft, dedup_key
-from stateward.alerts.rules import AlertRule, WebhookConfig
-from stateward.alerts.webhook import WebhookSender, sign, verify
-from stateward.audit.record import AuditRecord
 from stateward.config import ConfigError, load_settings
-from stateward.errors import Forbidden, NotFound
-from stateward.principal import Principal
+from stateward.config.alerts import AlertRule, WebhookConfig
+from stateward.domain.alerts import AlertDraft, dedup_key
+from stateward.domain.audit_record import AuditRecord
+from stateward.domain.errors import Forbidden, NotFound
+from stateward.domain.principal import Principal
+from stateward.jobs.evaluator import AlertEvaluator
+from stateward.jobs.webhook import WebhookSender, sign, verify
 from stateward.service.core import StateService
 from stateward.service.views import LockView
 from tests.e2e.test_terraform import Client, init, tf, write_config

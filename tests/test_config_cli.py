@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from stateward.cli.main import cli
 from stateward.config import ConfigError, load_settings
-from stateward.principal import Principal
+from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
 from tests.pg import Store
 from tests.support import lock_body, make_state

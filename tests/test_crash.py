@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from stateward.config import Settings
-from stateward.principal import Principal
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.storage.blobs import FileBlobStore
 from tests.pg import Store

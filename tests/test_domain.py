@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stateward.errors import BadRequest
-from stateward.globs import glob_match
-from stateward.lockinfo import parse_lock_info
-from stateward.paths import validate_path
-from stateward.statefile import diff_states, parse_state, resource_address
+from stateward.domain.errors import BadRequest
+from stateward.domain.globs import glob_match
+from stateward.domain.lockinfo import parse_lock_info
+from stateward.domain.paths import validate_path
+from stateward.domain.statefile import diff_states, parse_state, resource_address
 from tests.support import TOFU_ENCRYPTED, make_state
 
 

@@ -33,13 +33,9 @@ from stateward.crypto.providers.base import (
     KeyUnavailable,
     WrappedKey,
 )
-from stateward.crypto.providers.local import (
-    KeyfileConfig,
-    KeyfileProvider,
-    PassphraseConfig,
-)
-from stateward.errors import Unavailable
-from stateward.principal import Principal
+from stateward.crypto.providers.local import KeyfileConfig, KeyfileProvider, PassphraseConfig
+from stateward.domain.errors import Unavailable
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage.blobs import FileBlobStore
@@ -449,7 +445,7 @@ def test_client_encryption_policy(store: Store, tmp_path: Path) -> None:
     import re
 
     from stateward.config import ClientEncryptionRule
-    from stateward.errors import Conflict, Forbidden
+    from stateward.domain.errors import Conflict, Forbidden
     from tests.support import TOFU_ENCRYPTED, TOFU_LINEAGE
 
     rules = [

@@ -27,15 +27,15 @@ import botocore.exceptions
 import pytest
 from click.testing import CliRunner, Result
 
-from stateward import s3layout
-from stateward.audit import context as audit_context
 from stateward.cli import imports as cli_imports
 from stateward.cli.main import cli
 from stateward.config import ClientEncryptionRule, RetentionRule, Settings
-from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
-from stateward.paths import validate_path
-from stateward.policy_model import Role, Rule
-from stateward.principal import Principal
+from stateward.domain import s3layout
+from stateward.domain.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
+from stateward.domain.paths import validate_path
+from stateward.domain.policy_model import Role, Rule
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service

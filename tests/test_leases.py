@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from stateward.audit import context as audit_context
-from stateward.audit.follower import AuditFollower
-from stateward.audit.record import AuditRecord
-from stateward.errors import Conflict
-from stateward.principal import Principal
+from stateward.domain.audit_record import AuditRecord
+from stateward.domain.errors import Conflict
+from stateward.domain.principal import Principal
+from stateward.jobs.follower import AuditFollower
+from stateward.service import context as audit_context
 from stateward.service.core import StateService
 from stateward.service.secrets import SecretScanner
 from stateward.storage.leases import Lease

@@ -17,16 +17,17 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, func, insert, select, update
 
-from stateward.alerts.model import AlertDraft
-from stateward.audit import chain
-from stateward.audit import context as audit_context
 from stateward.cli.main import cli
 from stateward.config import Settings, load_settings
 from stateward.crypto.providers.local import write_keyfile
-from stateward.errors import Conflict, Locked
-from stateward.principal import Principal
+from stateward.domain import audit_chain as chain
+from stateward.domain.alerts import AlertDraft
+from stateward.domain.errors import Conflict, Locked
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.core import StateService
 from stateward.service.factory import blob_store, build_service, metadata_engine
+from stateward.service.migrate import chain_check
 from stateward.storage.copy import (
     CopyFailed,
     CopyRefused,
@@ -264,7 +265,7 @@ def test_embedded_to_postgres_s3_and_back(
     s_handle, p_handle = handle(Settings(data_dir=src)), handle(pg)
     try:
         # every table equal but the audit trail, which has one record more: the move itself
-        report = verify_copy(s_handle, p_handle)
+        report = verify_copy(s_handle, p_handle, verify_chain=chain_check)
         bad = [t.name for t in report.tables if not t.ok]
         assert bad == ["audit"] and report.blobs.ok and report.audit.ok, report.problems()
         assert report.blobs.checked == len(source.bodies)
@@ -310,7 +311,7 @@ def test_embedded_to_postgres_s3_and_back(
         assert "--verify-decrypt" in res.stdout  # says what it did not check
         b_handle = handle(Settings(data_dir=back))
         try:
-            report = verify_copy(p_handle, b_handle)
+            report = verify_copy(p_handle, b_handle, verify_chain=chain_check)
             assert [t.name for t in report.tables if not t.ok] == ["audit"], report.problems()
             assert report.blobs.ok and report.audit.ok
             with read_snapshot(s_handle.engine) as a, read_snapshot(b_handle.engine) as b:
@@ -508,15 +509,20 @@ def test_verification_finds_tampered_blobs_rows_and_audit_records(
     _cfg, settings, _bucket = pg_target(source, tmp_path, databases(), buckets(), s3_url)
     s_handle, p_handle = handle(Settings(data_dir=source.data)), handle(settings)
     try:
-        result = copy_store(s_handle, p_handle, batch=3)  # several batches per table
-        assert result.report.ok and verify_copy(s_handle, p_handle, batch=4).ok
+        result = copy_store(
+            s_handle, p_handle, batch=3, verify_chain=chain_check
+        )  # several batches per table
+        assert (
+            result.report.ok
+            and verify_copy(s_handle, p_handle, batch=4, verify_chain=chain_check).ok
+        )
         victim = result.plan.blobs[2]
         p_handle.blobs.put(victim.blob_key, b"tampered")
         with p_handle.engine.begin() as conn:
             conn.execute(update(tokens).where(tokens.c.name == "ci").values(last_used_at=1.5))
             edited = func.replace(audit.c.record, '"status":200', '"status":201')
             conn.execute(update(audit).where(audit.c.seq == 3).values(record=edited))
-        report = verify_copy(s_handle, p_handle)
+        report = verify_copy(s_handle, p_handle, verify_chain=chain_check)
         assert not report.ok
         assert report.blobs.mismatched == [victim.label]
         assert {t.name for t in report.tables if not t.ok} == {"tokens", "audit"}
@@ -526,7 +532,9 @@ def test_verification_finds_tampered_blobs_rows_and_audit_records(
         problems = "\n".join(report.problems())
         assert "tokens" in problems and victim.label in problems and "record 3" in problems
         p_handle.blobs.delete(result.plan.blobs[0].blob_key)
-        assert verify_copy(s_handle, p_handle).blobs.missing == [result.plan.blobs[0].label]
+        assert verify_copy(s_handle, p_handle, verify_chain=chain_check).blobs.missing == [
+            result.plan.blobs[0].label
+        ]
     finally:
         s_handle.engine.dispose()
         p_handle.engine.dispose()
@@ -544,7 +552,12 @@ def test_a_failed_copy_leaves_nothing_behind(
     try:
         # a check failing on one blob (as --verify-decrypt does with the wrong keys)
         with pytest.raises(CopyFailed) as err:
-            copy_store(s_handle, p_handle, check_blob=lambda e, _d: "no" if e.seq == 2 else None)
+            copy_store(
+                s_handle,
+                p_handle,
+                verify_chain=chain_check,
+                check_blob=lambda e, _d: "no" if e.seq == 2 else None,
+            )
         assert err.value.report is not None and len(err.value.report.blobs.undecryptable) == 3
         assert row_total(p_handle.engine) == 0 and objects(s3_url, bucket) == {}
     finally:
@@ -647,7 +660,7 @@ def test_a_shared_blob_directory_is_refused_before_anything_is_written(
     src, dst = handle(Settings(data_dir=source.data)), handle(settings)
     try:
         with pytest.raises(CopyRefused, match=SHARED):
-            copy_store(src, dst)
+            copy_store(src, dst, verify_chain=chain_check)
         assert row_total(dst.engine) == 0
     finally:
         src.engine.dispose()
@@ -749,7 +762,7 @@ def test_digests_agree_across_sqlite_and_postgresql_for_the_same_rows(
             conn.execute(
                 insert(audit_cursors), [{"name": n, "seq": 1} for n in ("B", "a", "_x", "Z-1", "é")]
             )
-        result = copy_store(src, dst)
+        result = copy_store(src, dst, verify_chain=chain_check)
         assert result.report.ok
         with read_snapshot(dst.engine) as conn:
             names = [

@@ -14,13 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import stateward.policy as policy_mod
-from stateward import statefile
+import stateward.domain.policy as policy_mod
 from stateward.cli.main import cli
 from stateward.config import ConfigError, load_settings
-from stateward.http.api import build_api
-from stateward.http.backend import LOCK_URL_METHODS, STATE_METHODS
-from stateward.policy import (
+from stateward.domain import statefile
+from stateward.domain.policy import (
     ACTION_TABLE,
     BUILTIN_ROLES,
     EVALUATION_FAILED,
@@ -35,7 +33,9 @@ from stateward.policy import (
     outputs_only,
     read_scope,
 )
-from stateward.policy_lint import Finding, TokenSummary, lint
+from stateward.domain.policy_lint import Finding, TokenSummary, lint
+from stateward.http.api import build_api
+from stateward.http.backend import LOCK_URL_METHODS, STATE_METHODS
 from stateward.service.core import StateService
 from tests.pg import Store
 from tests.support import make_state
@@ -405,7 +405,7 @@ def test_action_table_covers_every_api_route(service: StateService) -> None:
 
 
 def test_action_table_covers_every_cli_command() -> None:
-    from stateward.actions import NOT_STATE_OPERATIONS
+    from stateward.domain.actions import NOT_STATE_OPERATIONS
 
     known = {op.request for op in ACTION_TABLE if op.surface == "cli"} | NOT_STATE_OPERATIONS
     for name, command in cli.commands.items():

@@ -23,11 +23,11 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from stateward.audit import context as audit_context
 from stateward.cli.main import cli
 from stateward.config import ConfigError, Settings, load_settings
-from stateward.errors import BadRequest, Conflict, Locked, Unavailable
-from stateward.principal import Principal
+from stateward.domain.errors import BadRequest, Conflict, Locked, Unavailable
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from stateward.config import ConfigError, Settings, load_settings
-from stateward.errors import Unavailable
-from stateward.principal import Principal
+from stateward.domain.errors import Unavailable
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage.s3 import S3BlobStore, S3BlobStoreConfig

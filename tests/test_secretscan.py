@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from stateward.secretscan import (
+from stateward.domain.secretscan import (
     CREDENTIAL_KINDS,
     HEURISTIC_KINDS,
     KINDS,
@@ -27,7 +27,7 @@ from stateward.secretscan import (
     scan,
     scan_report,
 )
-from stateward.statefile import parse_state
+from stateward.domain.statefile import parse_state
 from tests.secret_catalog import (
     STATES,
     entry_location,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stateward.config import LeaseRule, RetentionRule, Settings
-from stateward.errors import Conflict, Forbidden, Locked, NotFound, TooLarge
-from stateward.principal import Principal
+from stateward.domain.errors import Conflict, Forbidden, Locked, NotFound, TooLarge
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from tests.pg import Store, embedded_only
 from tests.support import lock_body, make_state

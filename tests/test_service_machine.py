@@ -31,8 +31,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from stateward.errors import Conflict, Forbidden, Locked, NotFound, ServiceError
-from stateward.principal import Principal
+from stateward.domain.errors import Conflict, Forbidden, Locked, NotFound, ServiceError
+from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
 from tests.pg import Store
 from tests.support import lock_body, make_state, tofu_force_unlock_body

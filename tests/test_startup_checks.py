@@ -12,7 +12,7 @@ from sqlalchemy import select
 from stateward.cli.main import cli
 from stateward.config import Settings
 from stateward.crypto.providers.local import KeyfileConfig
-from stateward.principal import Principal
+from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
 from stateward.service.startup import StartupError, check_before_serving
 from stateward.storage.schema import blob_keys

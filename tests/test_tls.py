@@ -37,12 +37,7 @@ from starlette.responses import JSONResponse
 from stateward.config import ConfigError, Settings, load_settings
 from stateward.http.app import create_app
 from stateward.http.clientinfo import ClientResolver
-from stateward.http.tls import (
-    PeerCertH11Protocol,
-    TlsConfig,
-    common_name,
-    rfc4514_name,
-)
+from stateward.http.tls import PeerCertH11Protocol, TlsConfig, common_name, rfc4514_name
 from stateward.service.factory import build_service
 from tests.pg import Store
 from tests.support import TERRAFORM_111, ServerProcess, free_port, lock_body, make_state

@@ -20,8 +20,8 @@ from stateward.cli.main import cli
 from stateward.cli.tokens import parse_expiry
 from stateward.config import Settings
 from stateward.crypto import tokens as crypto
-from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
-from stateward.principal import Principal
+from stateward.domain.errors import BadRequest, Conflict, NotFound, Unavailable
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.tokens import LAST_USED_RESOLUTION, validate_glob

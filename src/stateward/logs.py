@@ -4,8 +4,8 @@ Every HTTP request gets an ID: the client's ``X-Request-ID`` when it is 1-64 cha
 ``A-Z a-z 0-9 . _ -``, otherwise a fresh uuid4 hex. It is kept in a context variable for the
 request's duration (worker threads started with ``run_in_threadpool`` inherit it), added to
 every log line written meanwhile -- uvicorn's access line included -- and echoed in the
-``X-Request-ID`` response header. :func:`current_request_id` gives it to other code (the
-audit trail).
+``X-Request-ID`` response header (``http/requestid.py``). :func:`current_request_id` gives it
+to other code (the audit trail).
 
 Log lines never carry state content: messages name paths, serials, lineages, lock IDs and
 holders only. Keep it that way.
@@ -19,10 +19,8 @@ import logging
 import logging.config
 import re
 import uuid
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, Literal
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LogFormat = Literal["text", "json"]
 
@@ -30,6 +28,15 @@ HEADER = b"x-request-id"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _request_id: ContextVar[str | None] = ContextVar("stateward_request_id", default=None)
+
+
+def set_request_id(rid: str) -> Token[str | None]:
+    """Make ``rid`` the current request's ID (reset with :func:`reset_request_id`)."""
+    return _request_id.set(rid)
+
+
+def reset_request_id(token: Token[str | None]) -> None:
+    _request_id.reset(token)
 
 
 def current_request_id() -> str | None:
@@ -42,36 +49,6 @@ def request_id_for(incoming: str | None) -> str:
     if incoming is not None and REQUEST_ID_RE.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
-
-
-class RequestIdMiddleware:
-    """Pure ASGI: sets the request ID for the request and echoes it in the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = next(
-            (v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == HEADER),
-            None,
-        )
-        rid = request_id_for(incoming)
-        header = (HEADER, rid.encode("ascii"))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
-        token = _request_id.set(rid)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _request_id.reset(token)
 
 
 # -- formatters ----------------------------------------------------------------------------------

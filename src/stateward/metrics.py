@@ -27,8 +27,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,13 +41,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import func, select
 
 from stateward import __version__
-from stateward.storage.schema import states
-
-if TYPE_CHECKING:
-    from stateward.service.core import StateService
 
 log = logging.getLogger("stateward.metrics")
 
@@ -173,44 +167,49 @@ def alert_raised(rule_kind: str) -> None:
 # -- collectors read on scrape -------------------------------------------------------------------
 
 
-class ServiceCollector:
-    """KMS call counts and the number of states, read from the bound service on each scrape.
+#: ``(provider, provider_kind, operation, count)`` for every KMS call counter.
+KmsCounts = Callable[[], Iterable[tuple[str, str, str, int]]]
+#: ``{"active": n, "deleted": m}``: state paths with a current version, by status.
+StateCounts = Callable[[], Mapping[str, int]]
 
-    Key providers that call a remote KMS keep cumulative per-operation counters
-    (``call_counts()``); local providers (key file, passphrase) have none and are skipped. The
-    state count is one ``COUNT`` query, cached for :attr:`ttl` seconds."""
+
+class StoreCollector:
+    """KMS call counts and the number of states, read through the bound callables on each
+    scrape (the composition root binds them to the running service; nothing here knows it).
+
+    Key providers that call a remote KMS keep cumulative per-operation counters; local ones
+    (key file, passphrase) report none. The state count is one query, cached for
+    :attr:`ttl` seconds."""
 
     def __init__(self, ttl: float = 15.0) -> None:
-        self.service: StateService | None = None
+        self.kms_counts: KmsCounts | None = None
+        self.state_counts: StateCounts | None = None
         self.ttl = ttl
         self._lock = threading.Lock()
         self._counts: tuple[float, dict[str, int]] | None = None
 
-    def bind(self, service: StateService | None) -> None:
+    def bind(self, kms_counts: KmsCounts | None, state_counts: StateCounts | None) -> None:
         with self._lock:
-            self.service = service
+            self.kms_counts = kms_counts
+            self.state_counts = state_counts
             self._counts = None
 
     def describe(self) -> Iterable[Metric]:
         return ()  # dynamic: no names reserved at registration
 
     def collect(self) -> Iterator[Metric]:
-        service = self.service
-        if service is None:
+        kms_counts, state_counts = self.kms_counts, self.state_counts
+        if kms_counts is None or state_counts is None:
             return
         kms = CounterMetricFamily(
             "stateward_kms_calls",
             "API calls made to a key management service, by key provider and operation.",
             labels=["provider", "provider_kind", "operation"],
         )
-        for name, provider in sorted(service.barrier.keys.providers.items()):
-            counts = getattr(provider, "call_counts", None)
-            if counts is None:
-                continue
-            for operation, n in sorted(counts().items()):
-                kms.add_metric([name, provider.kind, operation], n)
+        for name, kind, operation, n in sorted(kms_counts()):
+            kms.add_metric([name, kind, operation], n)
         yield kms
-        by_status = self._state_counts(service)
+        by_status = self._state_counts(state_counts)
         if by_status is not None:
             gauge = GaugeMetricFamily(
                 "stateward_states",
@@ -221,34 +220,29 @@ class ServiceCollector:
                 gauge.add_metric([status], by_status.get(status, 0))
             yield gauge
 
-    def _state_counts(self, service: StateService) -> dict[str, int] | None:
+    def _state_counts(self, state_counts: StateCounts) -> dict[str, int] | None:
         now = time.monotonic()
         with self._lock:
             if self._counts is not None and now - self._counts[0] < self.ttl:
                 return self._counts[1]
-        deleted = states.c.deleted_at.is_not(None)
-        query = (
-            select(deleted, func.count()).where(states.c.current_seq.is_not(None)).group_by(deleted)
-        )
         try:
-            with service.engine.connect() as conn:
-                rows = conn.execute(query).all()
+            counts = dict(state_counts())
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.warning("metrics: cannot count states: %s", type(exc).__name__)
             return None
-        counts = {("deleted" if bool(d) else "active"): int(n) for d, n in rows}
         with self._lock:
             self._counts = (now, counts)
         return counts
 
 
-COLLECTOR = ServiceCollector()
+COLLECTOR = StoreCollector()
 REGISTRY.register(COLLECTOR)
 
 
-def bind_service(service: StateService | None) -> None:
-    """Read KMS counters and state counts from ``service`` (one per process; the last wins)."""
-    COLLECTOR.bind(service)
+def bind_store(kms_counts: KmsCounts | None, state_counts: StateCounts | None) -> None:
+    """Read KMS counters and state counts through these callables (one store per process; the
+    last bound wins; ``None`` unbinds)."""
+    COLLECTOR.bind(kms_counts, state_counts)
 
 
 def exposition() -> bytes:

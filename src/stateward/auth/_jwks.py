@@ -9,7 +9,6 @@ unchecked. Fetches are bounded (timeout, size, https only) and rate limited, bec
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import threading
 import time
@@ -22,7 +21,8 @@ from typing import Any
 
 import jwt
 
-from stateward.errors import Unavailable
+from stateward.common.net import check_url, is_loopback_host
+from stateward.domain.errors import Unavailable
 
 FETCH_TIMEOUT = 5.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -46,25 +46,8 @@ class OidcUnavailable(Unavailable):
     """The issuer's keys could not be obtained; refuse with 503 and let the client retry."""
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
-def check_url(url: str) -> str:
-    """https only; plain http is allowed for loopback so tests can serve keys locally."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an absolute https URL")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(f"{url!r} must use https (plain http is only allowed for loopback)")
-    if parts.username or parts.password or parts.fragment:
-        raise ValueError(f"{url!r} must not contain credentials or a fragment")
-    return url
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -29,8 +29,8 @@ from stateward.auth.oidc import OidcUnavailable, OidcVerifier, looks_like_jwt
 from stateward.auth.throttle import FailureThrottle, ThrottleKey, address_key, token_key
 from stateward.config import Settings
 from stateward.crypto.tokens import PREFIX as TOKEN_PREFIX
-from stateward.errors import Throttled, Unauthorized, Unavailable
-from stateward.principal import Principal
+from stateward.domain.errors import Throttled, Unauthorized, Unavailable
+from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 
 log = logging.getLogger("stateward.auth")

@@ -7,8 +7,8 @@ import datetime as dt
 import click
 from rich.table import Table
 
-from stateward.alerts.model import Alert
 from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
+from stateward.domain.alerts import Alert
 
 
 def _when(ts: float | None) -> str:

@@ -11,10 +11,10 @@ from collections import Counter, defaultdict
 import click
 from rich.table import Table
 
-from stateward.audit.record import AuditRecord
-from stateward.audit.sinks import record_line
 from stateward.cli.context import CliContext, pass_ctx, print_table
-from stateward.globs import glob_match
+from stateward.domain.audit_record import AuditRecord
+from stateward.domain.globs import glob_match
+from stateward.jobs.sinks import record_line
 from stateward.service.audit import AuditQuery
 
 _AGO = re.compile(r"([1-9][0-9]{0,5})([smhdw])")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stateward.config import ConfigError, Settings, load_settings
-from stateward.principal import Principal, cli_principal
+from stateward.domain.principal import Principal, cli_principal
 from stateward.service.core import StateService
 
 

@@ -32,12 +32,12 @@ from typing import Any, Protocol
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import click
 
-from stateward import s3layout, statefile
-from stateward.actions import Action
 from stateward.cli.context import CliContext, pass_ctx
 from stateward.cli.imports import s3_client
-from stateward.errors import BadRequest
-from stateward.globs import glob_match
+from stateward.domain import s3layout, statefile
+from stateward.domain.actions import Action
+from stateward.domain.errors import BadRequest
+from stateward.domain.globs import glob_match
 from stateward.tofu import TargetEncryption, TofuError, build_target, load_config
 
 _RULE_KEYS = frozenset({"paths", "tofu_config", "plaintext"})

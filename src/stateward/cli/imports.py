@@ -23,11 +23,11 @@ import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import click
 from rich.table import Table
 
-from stateward import s3layout, statefile
-from stateward.aws import boto_client
 from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
-from stateward.errors import BadRequest, ServiceError, Unavailable
-from stateward.paths import validate_path
+from stateward.common.aws import boto_client
+from stateward.domain import s3layout, statefile
+from stateward.domain.errors import BadRequest, ServiceError, Unavailable
+from stateward.domain.paths import validate_path
 from stateward.service.core import StateService
 from stateward.service.imports import ImportResult, ImportSource, source_ref
 

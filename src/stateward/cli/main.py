@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from stateward import __version__
-from stateward.audit import context as audit_context
-from stateward.audit.context import AuditContext
 from stateward.cli.alerts import alerts
 from stateward.cli.audit import audit
 from stateward.cli.context import CliContext
@@ -25,8 +23,10 @@ from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
 from stateward.cli.tofu import tofu
 from stateward.cli.tokens import token
-from stateward.errors import ServiceError
-from stateward.principal import cli_principal
+from stateward.domain.errors import ServiceError
+from stateward.domain.principal import cli_principal
+from stateward.service import context as audit_context
+from stateward.service.context import AuditContext
 
 #: Commands that run no state operation of their own (``serve`` audits each request itself).
 UNAUDITED = frozenset({"serve", "policy", "tofu"})

@@ -32,18 +32,19 @@ from rich.table import Table
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
-from stateward.actions import Action
-from stateward.audit import context as audit_context
-from stateward.audit.context import AuditContext
 from stateward.cli.context import CliContext, pass_ctx, print_table
 from stateward.config import ConfigError, Settings, load_settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt
 from stateward.crypto.providers.base import KeyProviderError
 from stateward.crypto.providers.local import KeyfileConfig, read_keyfile
-from stateward.errors import ServiceError
-from stateward.principal import cli_principal
+from stateward.domain.actions import Action
+from stateward.domain.errors import ServiceError
+from stateward.domain.principal import cli_principal
+from stateward.service import context as audit_context
+from stateward.service.context import AuditContext
 from stateward.service.core import StateService
 from stateward.service.factory import blob_store, build_service, metadata_engine
+from stateward.service.migrate import chain_check
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.copy import (
     BlobEntry,
@@ -192,6 +193,7 @@ def _migrate(
         result = run_copy(
             src,
             tgt,
+            verify_chain=chain_check,
             check_blob=_decrypt_check(svc.barrier) if verify_decrypt else None,
             progress=bar,
         )

@@ -7,8 +7,8 @@ import time
 import click
 
 from stateward.cli.context import CliContext, emit_json, pass_ctx
-from stateward.policy import PolicyConfig
-from stateward.policy_lint import Finding, TokenSummary, lint
+from stateward.domain.policy import PolicyConfig
+from stateward.domain.policy_lint import Finding, TokenSummary, lint
 
 
 @click.group()

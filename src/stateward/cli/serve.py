@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from stateward.cli.context import CliContext, pass_ctx
-from stateward.errors import ServiceError
-from stateward.principal import cli_principal
+from stateward.domain.errors import ServiceError
+from stateward.domain.principal import cli_principal
 from stateward.service.startup import check_before_serving
 
 
@@ -58,10 +58,10 @@ def serve(
     """Run the state server."""
     import uvicorn
 
-    from stateward.alerts.webhook import WebhookConfigError, load_secret
     from stateward.crypto.providers.base import KeyProviderError
     from stateward.http.app import create_app
     from stateward.http.tls import PeerCertH11Protocol, TlsConfig
+    from stateward.jobs.webhook import WebhookConfigError, load_secret
     from stateward.logs import configure as configure_logging
     from stateward.service.factory import build_service, key_beside_data
     from stateward.storage.engine import MetadataStoreError

@@ -32,10 +32,10 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from stateward.common.types import Body
 from stateward.crypto.keyring import KeyRing
 from stateward.crypto.providers.base import KeyProvider, WrappedKey
 from stateward.storage.blobs import BlobStore
-from stateward.types import Body
 
 MAGIC = b"SWB"
 FORMAT_PLAIN = 1

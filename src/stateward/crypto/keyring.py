@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stateward.crypto.providers.base import DataKey, KeyDenied, KeyProvider, WrappedKey
-from stateward.globs import first_match
+from stateward.domain.globs import first_match
 
 PATH_CONTEXT = "stateward:path"
 READ_CACHE_ENTRIES = 4096

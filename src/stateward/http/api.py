@@ -14,9 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateward.audit import context as audit_context
 from stateward.auth.authenticator import Authenticator
 from stateward.http.clientinfo import ClientResolver
+from stateward.service import context as audit_context
 from stateward.service.core import StateService
 
 PathQ = Annotated[str, Query(max_length=256, description="state path, e.g. team/app/env")]

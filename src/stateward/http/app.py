@@ -14,20 +14,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stateward import __version__, metrics
-from stateward.alerts.engine import build_alert_follower
-from stateward.audit import context as audit_context
-from stateward.audit.follower import AuditFollower
-from stateward.audit.sinks import build_sink
 from stateward.auth.authenticator import Authenticator
-from stateward.errors import ServiceError
+from stateward.domain.errors import ServiceError
+from stateward.domain.principal import SYSTEM
 from stateward.http import metrics as http_metrics
 from stateward.http.api import build_api
 from stateward.http.backend import BackendEndpoint, is_backend_path
 from stateward.http.clientinfo import ClientResolver
 from stateward.http.errors import error_headers, status_for
 from stateward.http.headers import SecurityHeaders
-from stateward.logs import RequestIdMiddleware
-from stateward.principal import SYSTEM
+from stateward.http.requestid import RequestIdMiddleware
+from stateward.jobs.alerts import build_alert_follower
+from stateward.jobs.follower import AuditFollower
+from stateward.jobs.sinks import build_sink
+from stateward.service import context as audit_context
 from stateward.service.core import StateService
 from stateward.service.secrets import SecretScanner
 from stateward.service.views import MaintenanceReport
@@ -129,7 +129,7 @@ def create_app(
 
     # -- observability (docs/observability.md): /metrics, request IDs, request metrics --
     app.include_router(http_metrics.metrics_router(service, settings.metrics_public))
-    metrics.bind_service(service)
+    metrics.bind_store(service.kms_call_counts, service.state_counts)
 
     backend = BackendEndpoint(service, settings.max_body_bytes, auth, clients)
     inner = SecurityHeaders(Dispatcher(backend, app), always_hsts=bool(settings.trusted_proxies))

@@ -21,18 +21,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from stateward.audit import context as audit_context
-from stateward.audit.record import Outcome
 from stateward.auth.authenticator import Authenticator, RequestFacts
-from stateward.errors import BadRequest, ServiceError
+from stateward.common.text import one_line
+from stateward.common.types import Body
+from stateward.domain.audit_record import Outcome
+from stateward.domain.errors import BadRequest, ServiceError
+from stateward.domain.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
+from stateward.domain.paths import validate_path
+from stateward.domain.principal import Principal
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
 from stateward.http.clientinfo import ClientResolver
-from stateward.http.errors import one_line, protocol_error, text_error
-from stateward.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
-from stateward.paths import validate_path
-from stateward.principal import Principal
+from stateward.http.errors import protocol_error, text_error
+from stateward.service import context as audit_context
 from stateward.service.core import StateService
-from stateward.types import Body
 
 log = logging.getLogger("stateward.backend")
 PREFIX = b"/state/"

@@ -9,8 +9,8 @@ import hmac
 
 from starlette.requests import Request
 
-from stateward.errors import BadRequest, TooLarge
-from stateward.types import Body
+from stateward.common.types import Body
+from stateward.domain.errors import BadRequest, TooLarge
 
 
 async def read_body(request: Request, limit: int) -> Body:

@@ -16,9 +16,9 @@ from starlette.requests import Request
 
 from stateward.auth.authenticator import RequestFacts
 from stateward.config import Settings
-from stateward.errors import BadRequest, Forbidden
+from stateward.domain.errors import BadRequest, Forbidden
+from stateward.domain.policy_model import IPAddress, parse_source
 from stateward.http.tls import common_name
-from stateward.policy_model import IPAddress, parse_source
 
 MAX_FORWARDED = 4096
 MAX_USER_AGENT = 512

@@ -6,13 +6,8 @@ import math
 
 from starlette.responses import Response
 
-from stateward.errors import (
-    Locked,
-    ServiceError,
-    Throttled,
-    Unauthorized,
-    Unavailable,
-)
+from stateward.common.text import one_line
+from stateward.domain.errors import Locked, ServiceError, Throttled, Unauthorized, Unavailable
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -20,10 +15,6 @@ def status_for(exc: ServiceError) -> int:
     return exc.status
 
 
-def one_line(message: str) -> str:
-    """Collapse all whitespace: client-supplied parts of a message (a lock holder's ``Who``,
-    a ``?ID=``) must not be able to forge extra lines in a response or a log."""
-    return " ".join(message.split())
 
 
 def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stateward.actions import Action
-from stateward.errors import Forbidden
+from stateward.domain.actions import Action
+from stateward.domain.errors import Forbidden
 from stateward.http.backend import is_backend_path
 from stateward.metrics import (
     CONTENT_TYPE,

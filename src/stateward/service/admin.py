@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stateward import statefile
-from stateward.actions import Action
-from stateward.errors import Conflict, Forbidden, Locked, NotFound
-from stateward.globs import glob_match
-from stateward.paths import validate_path
-from stateward.policy import STORE_WIDE
-from stateward.principal import Principal
+from stateward.domain import statefile
+from stateward.domain.actions import Action
+from stateward.domain.errors import Conflict, Forbidden, Locked, NotFound
+from stateward.domain.globs import glob_match
+from stateward.domain.paths import validate_path
+from stateward.domain.policy import STORE_WIDE
+from stateward.domain.principal import Principal
 from stateward.service import maintenance
 from stateward.service.base import ServiceBase, version_view
 from stateward.service.views import EventView, MaintenanceReport, StateListing, VersionView

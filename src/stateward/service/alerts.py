@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import Row, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from stateward.actions import Action
-from stateward.alerts.model import AckResult, Alert, AlertDraft
-from stateward.errors import BadRequest, NotFound
-from stateward.principal import Principal
+from stateward.domain.actions import Action
+from stateward.domain.alerts import AckResult, Alert, AlertDraft
+from stateward.domain.errors import BadRequest, NotFound
+from stateward.domain.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.storage.schema import alerts, audit
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from stateward import metrics
-from stateward.actions import Action
-from stateward.audit import chain
-from stateward.audit.context import AuditContext
-from stateward.audit.record import AuditRecord, Outcome
-from stateward.errors import ServiceError, Unavailable
-from stateward.globs import glob_match
-from stateward.principal import Principal
+from stateward.domain import audit_chain as chain
+from stateward.domain.actions import Action
+from stateward.domain.audit_record import AuditRecord, Outcome
+from stateward.domain.errors import ServiceError, Unavailable
+from stateward.domain.globs import glob_match
+from stateward.domain.principal import Principal
 from stateward.service.base import ServiceBase
+from stateward.service.context import AuditContext
 from stateward.storage.schema import audit
 
 log = logging.getLogger("stateward.audit")

@@ -22,26 +22,33 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DataError, OperationalError
 
-from stateward import statefile
-from stateward.actions import Action
-from stateward.audit import chain
-from stateward.audit import context as audit_context
-from stateward.audit.context import AuditContext
-from stateward.audit.record import AuditRecord, Outcome
+from stateward.common.types import Body
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt, KeyRef
 from stateward.crypto.providers.base import KeyDenied, KeyInvalid, KeyUnavailable
-from stateward.errors import BadRequest, Forbidden, NotFound, Unavailable
-from stateward.globs import glob_match
-from stateward.paths import validate_path
-from stateward.policy import STORE_WIDE, Decision, PolicyConfig, ReadScope, decide, read_scope
-from stateward.principal import Principal
+from stateward.domain import audit_chain as chain
+from stateward.domain import statefile
+from stateward.domain.actions import Action
+from stateward.domain.audit_record import AuditRecord, Outcome
+from stateward.domain.errors import BadRequest, Forbidden, NotFound, Unavailable
+from stateward.domain.globs import glob_match
+from stateward.domain.paths import validate_path
+from stateward.domain.policy import (
+    STORE_WIDE,
+    Decision,
+    PolicyConfig,
+    ReadScope,
+    decide,
+    read_scope,
+)
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.cache import BodyCache
+from stateward.service.context import AuditContext
 from stateward.service.views import VersionView, WriteOutcome
 from stateward.storage import repo
 from stateward.storage.engine import READ_ONLY
 from stateward.storage.leases import Lease
-from stateward.types import Body
 
 log = logging.getLogger("stateward.service")
 CACHE_BYTES = 64 * 1024 * 1024
@@ -341,6 +348,21 @@ class ServiceBase:
         """The lease that runs background job ``name`` on one replica at a time
         (storage/leases.py); the caller asks ``held()`` before each step."""
         return Lease(self.engine, name, ttl=self.settings.job_lease_seconds)
+
+    def state_counts(self) -> dict[str, int]:
+        """Active and soft-deleted paths (the ``stateward_states`` gauge); internal."""
+        with self._read_tx() as conn:
+            return repo.count_states_by_status(conn)
+
+    def kms_call_counts(self) -> list[tuple[str, str, str, int]]:
+        """``(provider, kind, operation, calls)`` of every key provider that counts its calls
+        to a remote KMS (the ``stateward_kms_calls`` counter); internal."""
+        out: list[tuple[str, str, str, int]] = []
+        for name, provider in sorted(self.barrier.keys.providers.items()):
+            counts = getattr(provider, "call_counts", None)
+            if counts is not None:
+                out.extend((name, provider.kind, op, n) for op, n in sorted(counts().items()))
+        return out
 
     def ready(self) -> bool:
         try:

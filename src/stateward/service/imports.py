@@ -33,14 +33,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from stateward import statefile
-from stateward.actions import Action
-from stateward.audit import context as audit_context
-from stateward.audit.context import AuditContext
-from stateward.audit.record import Outcome
-from stateward.errors import Conflict, Locked, ServiceError, TooLarge
-from stateward.principal import Principal
+from stateward.domain import statefile
+from stateward.domain.actions import Action
+from stateward.domain.audit_record import Outcome
+from stateward.domain.errors import Conflict, Locked, ServiceError, TooLarge
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.audit import AuditOps
+from stateward.service.context import AuditContext
 from stateward.service.writes import WriteOps
 from stateward.storage import repo
 from stateward.storage.schema import versions

@@ -18,18 +18,12 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from stateward.actions import Action
-from stateward.crypto.barrier import (
-    FORMAT_SEALED,
-    BlobCorrupt,
-    KeyRef,
-    parse_header,
-    rewrap_blob,
-)
+from stateward.crypto.barrier import FORMAT_SEALED, BlobCorrupt, KeyRef, parse_header, rewrap_blob
 from stateward.crypto.keyring import context_for
 from stateward.crypto.providers.local import KeyfileProvider
-from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
-from stateward.principal import Principal
+from stateward.domain.actions import Action
+from stateward.domain.errors import BadRequest, Conflict, NotFound, Unavailable
+from stateward.domain.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.storage import repo
 from stateward.storage.leases import Lease

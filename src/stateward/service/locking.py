@@ -7,17 +7,17 @@ from typing import Any
 from sqlalchemy import Row
 
 from stateward import metrics
-from stateward.actions import Action
-from stateward.audit import context as audit_context
-from stateward.errors import Locked, NotFound
-from stateward.globs import first_match
-from stateward.lockinfo import LockInfo, parse_lock_info
-from stateward.paths import validate_path
-from stateward.principal import Principal
+from stateward.common.types import Body
+from stateward.domain.actions import Action
+from stateward.domain.errors import Locked, NotFound
+from stateward.domain.globs import first_match
+from stateward.domain.lockinfo import LockInfo, parse_lock_info
+from stateward.domain.paths import validate_path
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.base import ServiceBase
 from stateward.service.views import LockView
 from stateward.storage import repo
-from stateward.types import Body
 
 
 class LockOps(ServiceBase):

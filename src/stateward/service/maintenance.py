@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, delete, select
 
 from stateward.config import RetentionRule
-from stateward.globs import first_match
-from stateward.principal import Principal
+from stateward.domain.globs import first_match
+from stateward.domain.principal import Principal
 from stateward.service.views import MaintenanceReport
 from stateward.storage import repo
 from stateward.storage.schema import (

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from stateward.actions import Action
-from stateward.errors import NotFound
-from stateward.principal import Principal
-from stateward.secretscan import Finding, sanitize_fully, scan_report
+from stateward.domain.actions import Action
+from stateward.domain.errors import NotFound
+from stateward.domain.principal import Principal
+from stateward.domain.secretscan import Finding, sanitize_fully, scan_report
 from stateward.service.base import ServiceBase
 from stateward.storage import repo
 from stateward.storage.leases import Lease

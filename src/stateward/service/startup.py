@@ -20,7 +20,7 @@ from stateward.crypto.barrier import BlobCorrupt, parse_header
 from stateward.crypto.keyring import context_for
 from stateward.crypto.providers.base import KeyDenied, KeyInvalid
 from stateward.crypto.providers.local import KeyfileProvider, PassphraseProvider
-from stateward.errors import ServiceError
+from stateward.domain.errors import ServiceError
 from stateward.storage.s3 import S3BlobStore
 from stateward.storage.schema import blob_keys, schema_info
 

@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from stateward import globs
-from stateward.actions import Action
 from stateward.crypto import tokens as crypto
-from stateward.errors import BadRequest, Conflict, NotFound, Unavailable
-from stateward.policy_model import ROLE_NAME_RE
-from stateward.principal import Principal
+from stateward.domain import globs
+from stateward.domain.actions import Action
+from stateward.domain.errors import BadRequest, Conflict, NotFound, Unavailable
+from stateward.domain.policy_model import ROLE_NAME_RE
+from stateward.domain.principal import Principal
 from stateward.service.base import ServiceBase
 from stateward.storage import tokens_repo
 

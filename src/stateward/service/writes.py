@@ -13,19 +13,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from stateward import statefile
-from stateward.actions import Action
-from stateward.audit import context as audit_context
+from stateward.common.types import Body
 from stateward.crypto.barrier import KeyRef
-from stateward.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
-from stateward.globs import glob_match
-from stateward.paths import validate_path
-from stateward.policy import ReadScope, outputs_only
-from stateward.principal import Principal
+from stateward.domain import statefile
+from stateward.domain.actions import Action
+from stateward.domain.errors import BadRequest, Conflict, Forbidden, Locked, TooLarge
+from stateward.domain.globs import glob_match
+from stateward.domain.paths import validate_path
+from stateward.domain.policy import ReadScope, outputs_only
+from stateward.domain.principal import Principal
+from stateward.service import context as audit_context
 from stateward.service.base import ServiceBase
 from stateward.service.views import StoredState, WriteOutcome
 from stateward.storage import repo
-from stateward.types import Body
 
 #: Bodies at least this large get a read-only pre-check, so a refused or identical upload
 #: never costs a blob write; small ones go straight to the (re-checking) write transaction.

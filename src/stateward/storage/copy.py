@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -66,7 +66,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from stateward.audit import chain
 from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import READ_ONLY
 from stateward.storage.s3 import S3BlobStore
@@ -515,24 +514,25 @@ def compare_tables(
     return out
 
 
-def verify_audit_rows(conn: Connection, batch: int = BATCH) -> AuditCheck:
-    """The audit hash chain of ``conn``'s store (audit/chain.py)."""
+#: Checks an audit hash chain given ``(seq, prev_hash, hash, record JSON)`` rows in seq order.
+#: The chain's rules are the domain's (``domain/audit_chain.py``); the caller passes them in.
+ChainCheck = Callable[[Iterable[tuple[int, str, str, str]]], AuditCheck]
 
+
+def verify_audit_rows(conn: Connection, check: ChainCheck, batch: int = BATCH) -> AuditCheck:
+    """The audit hash chain of ``conn``'s store, read in batches and checked by ``check``."""
     stmt = select(audit.c.seq, audit.c.prev_hash, audit.c.hash, audit.c.record).order_by(
         audit.c.seq
     )
     result = conn.execute(stmt.execution_options(yield_per=batch))
     try:
-        checked, problem = chain.verify(
+        return check(
             (int(r.seq), str(r.prev_hash), str(r.hash), str(r.record))
             for part in result.partitions()
             for r in part
         )
     finally:
         result.close()
-    if problem is None:
-        return AuditCheck(checked)
-    return AuditCheck(checked, problem.seq, problem.what)
 
 
 def verify_blobs(
@@ -588,6 +588,7 @@ def verify_copy(
     source: StoreHandle,
     target: StoreHandle,
     *,
+    verify_chain: ChainCheck,
     check_blob: BlobCheckFn | None = None,
     batch: int = BATCH,
     progress: Progress = no_progress,
@@ -610,7 +611,7 @@ def verify_copy(
         tables = compare_tables(plan.tables, tconn, batch=batch, progress=progress)
         blobs = verify_blobs(plan.blobs, digests, target.blobs, check_blob=check_blob,
                              progress=progress, workers=workers)  # fmt: skip
-        return VerifyReport(tables, blobs, verify_audit_rows(tconn, batch))
+        return VerifyReport(tables, blobs, verify_audit_rows(tconn, verify_chain, batch))
 
 
 # -- copying ---------------------------------------------------------------------------------
@@ -730,6 +731,7 @@ def copy_store(
     source: StoreHandle,
     target: StoreHandle,
     *,
+    verify_chain: ChainCheck,
     check_blob: BlobCheckFn | None = None,
     batch: int = BATCH,
     progress: Progress = no_progress,
@@ -765,7 +767,7 @@ def copy_store(
                 _copy_rows(sconn, tconn, plan, batch, progress)
                 reset_sequences(tconn)
                 tables = compare_tables(plan.tables, tconn, batch=batch, progress=progress)
-                report = VerifyReport(tables, blobs, verify_audit_rows(tconn, batch))
+                report = VerifyReport(tables, blobs, verify_audit_rows(tconn, verify_chain, batch))
                 if not report.ok:
                     raise CopyFailed("the copy does not verify", report)  # rolls back
         except (CopyRefused, CopyFailed) as exc:

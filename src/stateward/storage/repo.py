@@ -270,3 +270,10 @@ def audit_head(conn: Connection) -> tuple[int, str] | None:
 
 def insert_audit(conn: Connection, **values: Any) -> None:
     conn.execute(_INSERT_AUDIT, values)
+
+
+def count_states_by_status(conn: Connection) -> dict[str, int]:
+    """Paths with a current version: ``active`` and soft-``deleted`` (restorable)."""
+    deleted = states.c.deleted_at.is_not(None)
+    query = select(deleted, func.count()).where(states.c.current_seq.is_not(None)).group_by(deleted)
+    return {("deleted" if bool(d) else "active"): int(n) for d, n in conn.execute(query).all()}

@@ -39,9 +39,9 @@ from typing import Any, Literal
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stateward.aws import boto_client
-from stateward.crypto.providers._http import check_service_url
-from stateward.errors import Unavailable
+from stateward.common.aws import boto_client
+from stateward.common.net import check_service_url
+from stateward.domain.errors import Unavailable
 
 _KEY_RE = re.compile(r"^[a-f0-9]{32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
-import ipaddress
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from stateward.common.text import one_line
 from stateward.crypto.providers.base import KeyDenied, KeyUnavailable
 
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -32,35 +32,10 @@ _T = TypeVar("_T")
 # -- shared helpers (also used by the GCP provider) -------------------------------------------
 
 
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
-def check_service_url(value: str, *, field: str) -> str:
-    """An ``http(s)://host[:port][/prefix]`` URL; plain HTTP only to a loopback address."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{field} must be an https:// URL")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(f"{field} must use https:// (plain http only to a loopback address)")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(f"{field} must not contain credentials, a query or a fragment")
-    try:
-        parts.port  # noqa: B018 -- raises on a bad port
-    except ValueError as exc:
-        raise ValueError(f"{field} has an invalid port") from exc
-    return value.rstrip("/")
 
 
-def one_line(text: str, limit: int = 200) -> str:
-    """Server-provided text made safe for a one-line message."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def canonical_context(context: Mapping[str, str]) -> bytes:
@@ -139,7 +114,7 @@ class HttpJsonClient:
             except (OSError, ssl.SSLError) as exc:
                 raise KeyDenied(
                     f"{who}: cannot load ca_file {str(ca_file)!r}: "
-                    f"{one_line(getattr(exc, 'strerror', None) or type(exc).__name__)}"
+                    f"{one_line(getattr(exc, 'strerror', None) or type(exc).__name__, 200)}"
                 ) from None
 
     def request(
@@ -172,7 +147,7 @@ class HttpJsonClient:
             status = response.status
             retry_after = response.getheader("Retry-After")
         except ssl.SSLCertVerificationError as exc:
-            reason = one_line(exc.verify_message or "certificate verify failed")
+            reason = one_line(exc.verify_message or "certificate verify failed", 200)
             raise KeyDenied(
                 f"{self.who}: TLS certificate of {where} not trusted ({reason}); "
                 "check ca_file and the address"
@@ -181,7 +156,8 @@ class HttpJsonClient:
             raise KeyUnavailable(f"{self.who}: {where} timed out") from None
         except (OSError, http.client.HTTPException) as exc:
             reason = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
-            raise KeyUnavailable(f"{self.who}: cannot reach {where} ({one_line(reason)})") from None
+            detail = one_line(reason, 200)
+            raise KeyUnavailable(f"{self.who}: cannot reach {where} ({detail})") from None
         finally:
             conn.close()
         if len(raw) > self.max_response_bytes:

@@ -50,8 +50,9 @@ from typing import Any, Literal
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stateward.aws import boto_client
-from stateward.crypto.providers._http import check_service_url, one_line
+from stateward.common.aws import boto_client
+from stateward.common.net import check_service_url
+from stateward.common.text import one_line
 from stateward.crypto.providers.base import (
     DATA_KEY_BYTES,
     DataKey,
@@ -245,7 +246,7 @@ class AwsKmsProvider:
             meta = response.get("ResponseMetadata") or {}
             code = str(error.get("Code") or "Unknown")
             status = meta.get("HTTPStatusCode")
-            message = one_line(str(error.get("Message") or ""))
+            message = one_line(str(error.get("Message") or ""), 200)
             what = f"{self._who}: {op} failed: {one_line(code, 80)}" + (
                 f": {message}" if message else ""
             )

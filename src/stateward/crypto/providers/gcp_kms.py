@@ -53,13 +53,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stateward.common.net import check_service_url
+from stateward.common.text import one_line
 from stateward.crypto.providers._http import (
     HttpKeyProvider,
     HttpReply,
     b64decode_strict,
     canonical_context,
-    check_service_url,
-    one_line,
     read_secret,
 )
 from stateward.crypto.providers.base import (
@@ -313,7 +313,7 @@ class GcpKmsProvider(HttpKeyProvider[GcpKmsConfig]):
         if isinstance(error, dict):
             status_name = str(error.get("status") or "")
             message = str(error.get("message") or "")
-        detail = one_line(message.replace(token, "[token]")) if message else ""
+        detail = one_line(message.replace(token, "[token]"), 200) if message else ""
         status = reply.status
         what = (
             f"{self._who}: {op} failed: HTTP {status}"

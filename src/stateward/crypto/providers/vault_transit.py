@@ -59,13 +59,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stateward.common.net import check_service_url
+from stateward.common.text import one_line
 from stateward.crypto.providers._http import (
     HttpKeyProvider,
     HttpReply,
     b64decode_strict,
     canonical_context,
-    check_service_url,
-    one_line,
     read_secret,
 )
 from stateward.crypto.providers.base import (
@@ -274,7 +274,7 @@ class VaultTransitProvider(HttpKeyProvider[VaultTransitConfig]):
     ) -> KeyDenied | KeyInvalid | KeyUnavailable:
         errors = reply.json.get("errors") if isinstance(reply.json, dict) else None
         texts = [e for e in errors if isinstance(e, str)] if isinstance(errors, list) else []
-        detail = one_line("; ".join(texts).replace(token, "[token]")) if texts else ""
+        detail = one_line("; ".join(texts).replace(token, "[token]"), 200) if texts else ""
         low = detail.lower()
         status = reply.status
         what = f"{self._who}: {op} failed: HTTP {status}" + (f": {detail}" if detail else "")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from stateward.errors import BadRequest
-from stateward.types import Body
+from stateward.common.types import Body
+from stateward.domain.errors import BadRequest
 
 MAX_LOCK_BODY = 64 * 1024
 MAX_ID_LEN = 256

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from stateward.errors import BadRequest
+from stateward.domain.errors import BadRequest
 
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_SEGMENT_LEN = 64

@@ -5,7 +5,6 @@ typo in a rule stops the server instead of silently never alerting.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from stateward.policy_model import Glob, Network, TimeWindow
+from stateward.common.net import is_loopback_host
+from stateward.domain.policy_model import Glob, Network, TimeWindow
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -190,13 +190,6 @@ def _unique_names(rules: list[AlertRule]) -> list[AlertRule]:
 AlertRules = Annotated[list[AlertRule], AfterValidator(_unique_names)]
 
 
-def is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebhookConfig(BaseModel):

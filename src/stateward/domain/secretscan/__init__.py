@@ -55,7 +55,7 @@ strings up to ``MAX_ENTROPY_LEN`` (4 KiB) and base64 decoded up to 64 KiB.
 
 from __future__ import annotations
 
-from stateward.secretscan._detect import (
+from stateward.domain.secretscan._detect import (
     CREDENTIAL_KINDS,
     HEURISTIC_KINDS,
     KINDS,
@@ -65,8 +65,8 @@ from stateward.secretscan._detect import (
     is_marker,
     marker,
 )
-from stateward.secretscan._sanitize import sanitize
-from stateward.secretscan._scan import Finding, ScanReport, scan_report
+from stateward.domain.secretscan._sanitize import sanitize
+from stateward.domain.secretscan._scan import Finding, ScanReport, scan_report
 
 __all__ = [
     "CREDENTIAL_KINDS",

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from stateward.errors import BadRequest
-from stateward.types import Body
+from stateward.common.types import Body
+from stateward.domain.errors import BadRequest
 
 SUPPORTED_VERSIONS = frozenset({4})
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, insert, select
 
-from stateward.alerts.evaluator import AlertEvaluator
-from stateward.alerts.model import Alert, AlertDraft
-from stateward.alerts.webhook import WebhookConfigError, WebhookDispatcher
-from stateward.audit import chain
-from stateward.audit.follower import AuditFollower
-from stateward.audit.record import AuditRecord
-from stateward.principal import SYSTEM
+from stateward.domain import audit_chain as chain
+from stateward.domain.alerts import Alert, AlertDraft
+from stateward.domain.audit_record import AuditRecord
+from stateward.domain.principal import SYSTEM
+from stateward.jobs.evaluator import AlertEvaluator
+from stateward.jobs.follower import AuditFollower
+from stateward.jobs.webhook import WebhookConfigError, WebhookDispatcher
 from stateward.storage.leases import Lease
 from stateward.storage.schema import audit, audit_cursors
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine, insert, select, update
 
-from stateward.audit import chain
-from stateward.audit.record import AuditRecord
+from stateward.domain import audit_chain as chain
+from stateward.domain.audit_record import AuditRecord
 from stateward.storage.leases import Lease
 from stateward.storage.schema import audit, audit_cursors
 

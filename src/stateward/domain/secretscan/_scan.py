@@ -10,8 +10,8 @@ from typing import Any, Final
 
 import msgspec
 
-from stateward.secretscan import _detect as d
-from stateward.statefile import resource_address
+from stateward.domain.secretscan import _detect as d
+from stateward.domain.statefile import resource_address
 
 #: Stands in a JSON path for the ``value`` member of a dynamically-typed attribute's
 #: ``{"value": …, "type": …}`` wrapper: the pointer has it, the location skips it.

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from stateward.domain.principal import Principal
 from stateward.logs import current_request_id
-from stateward.principal import Principal
 
 _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
     "stateward_audit", default=None

@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stateward import __version__
-from stateward.alerts.model import Alert, AlertDraft, iso
-from stateward.alerts.rules import MIN_SECRET_BYTES, SEVERITY_RANK, WebhookConfig
+from stateward.config.alerts import MIN_SECRET_BYTES, SEVERITY_RANK, WebhookConfig
+from stateward.domain.alerts import Alert, AlertDraft, iso
 
 log = logging.getLogger("stateward.alerts")
 QUEUE_SIZE = 1000

@@ -13,16 +13,18 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stateward.audit.record import AuditRecord
+from stateward.common.text import one_line as _one_line
+from stateward.domain.audit_record import AuditRecord
 
 SUMMARY_MAX = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
+
+
 def one_line(text: str, limit: int = SUMMARY_MAX) -> str:
-    """Control characters and runs of whitespace become one space; at most ``limit`` chars."""
-    flat = " ".join(_CONTROL.sub(" ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    """An alert summary: one line of at most :data:`SUMMARY_MAX` characters."""
+    return _one_line(text, limit)
 
 
 def dedup_key(*parts: object) -> str:

@@ -25,15 +25,15 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from stateward.alerts.rules import AlertRules, WebhookConfig
-from stateward.audit.sinks import SinkConfig
-from stateward.auth.oidc import OidcIssuer, RoleRef
+from stateward.config.alerts import AlertRules, WebhookConfig
+from stateward.config.oidc import OidcIssuer, RoleRef
+from stateward.config.sinks import SinkConfig
 from stateward.crypto.providers.aws_kms import AwsKmsConfig
 from stateward.crypto.providers.gcp_kms import GcpKmsConfig
 from stateward.crypto.providers.local import KeyfileConfig, PassphraseConfig
 from stateward.crypto.providers.vault_transit import VaultTransitConfig
-from stateward.globs import validate_glob
-from stateward.policy import Role, RoleName
+from stateward.domain.globs import validate_glob
+from stateward.domain.policy import Role, RoleName
 from stateward.storage.s3 import S3BlobStoreConfig
 
 ENV_PREFIX = "STATEWARD_"

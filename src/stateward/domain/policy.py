@@ -25,11 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateward.actions import ACTION_TABLE, Action, Operation
-from stateward.errors import BadRequest
-from stateward.globs import glob_match
-from stateward.paths import validate_path
-from stateward.policy_model import (
+from stateward.domain.actions import ACTION_TABLE, Action, Operation
+from stateward.domain.errors import BadRequest
+from stateward.domain.globs import glob_match
+from stateward.domain.paths import validate_path
+from stateward.domain.policy_model import (
     ROLE_NAME_RE,
     IPAddress,
     Role,

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from stateward.secretscan import _detect as d
-from stateward.secretscan._scan import Finding
+from stateward.domain.secretscan import _detect as d
+from stateward.domain.secretscan._scan import Finding
 
 Fragment = bytes | memoryview
 

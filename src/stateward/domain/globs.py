@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import TypeVar
 
-from stateward.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
+from stateward.domain.paths import MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN
 
 T = TypeVar("T")
 _GLOB_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._*-]+$")

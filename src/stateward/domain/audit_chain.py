@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from stateward.audit.record import AuditRecord
+from stateward.domain.audit_record import AuditRecord
 
 GENESIS = "0" * 64
 

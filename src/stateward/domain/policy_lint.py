@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from stateward.actions import Action
-from stateward.policy import PolicyConfig, Role, Rule
-from stateward.policy_model import is_everything
+from stateward.domain.actions import Action
+from stateward.domain.policy import PolicyConfig, Role, Rule
+from stateward.domain.policy_model import is_everything
 
 Severity = Literal["danger", "warning"]
 

@@ -1,6 +1,6 @@
 """Shipping the audit trail to a SIEM: a JSON-lines file and syslog (RFC 5424).
 
-Sinks are handlers of the :class:`~stateward.audit.follower.AuditFollower`, so they see every
+Sinks are handlers of the :class:`~stateward.jobs.follower.AuditFollower`, so they see every
 record once (at least once across restarts), in chain order, off the request path.
 
 - ``file``: one JSON object per line, appended and flushed (``fsync`` per batch is left to the
@@ -18,12 +18,9 @@ import json
 import os
 import socket
 import threading
-from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from stateward.audit.record import AuditRecord
+from stateward.config.sinks import FileSinkConfig, SyslogSinkConfig
+from stateward.domain.audit_record import AuditRecord
 
 #: Private enterprise number placeholder used in structured-data IDs (RFC 5424 section 7.2.2
 #: requires name@<PEN>; 32473 is the documentation PEN from RFC 5612).
@@ -32,28 +29,6 @@ FACILITIES = {"auth": 4, "authpriv": 10, "daemon": 3, "local0": 16, "local1": 17
               "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22,
               "local7": 23, "user": 1}  # fmt: skip
 SEVERITY = {"ok": 6, "denied": 5, "failed": 4}
-
-
-class FileSinkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["file"] = "file"
-    path: Path
-
-
-class SyslogSinkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["syslog"] = "syslog"
-    host: str = "127.0.0.1"
-    port: int = Field(default=514, ge=1, le=65535)
-    protocol: Literal["udp", "tcp"] = "udp"
-    facility: Literal[
-        "auth", "authpriv", "daemon", "user",
-        "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-    ] = "authpriv"  # fmt: skip
-    app_name: str = Field(default="stateward", pattern=r"^[!-~]{1,48}$")
-
-
-SinkConfig = Annotated[FileSinkConfig | SyslogSinkConfig, Field(discriminator="type")]
 
 
 def record_line(record: AuditRecord) -> str:

@@ -18,8 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from stateward.alerts.model import AlertDraft, dedup_key, iso, one_line
-from stateward.alerts.rules import (
+from stateward.config.alerts import (
     AlertRule,
     AuthFailuresRule,
     DecryptionFailureRule,
@@ -31,9 +30,10 @@ from stateward.alerts.rules import (
     UnknownNetworkRule,
     principal_matches,
 )
-from stateward.audit.record import AuditRecord
-from stateward.globs import glob_match
-from stateward.policy_model import parse_source
+from stateward.domain.alerts import AlertDraft, dedup_key, iso, one_line
+from stateward.domain.audit_record import AuditRecord
+from stateward.domain.globs import glob_match
+from stateward.domain.policy_model import parse_source
 from stateward.service.views import LockView
 
 #: ``(path, principal, since, before_seq) -> bool``: did ``principal`` successfully read

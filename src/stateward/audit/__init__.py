@@ -1,2 +1,0 @@
-"""The audit trail: hash-chained records of every request and command (``record``, ``chain``,
-``context``), and where they are shipped (``sinks``)."""

@@ -67,7 +67,7 @@ def run(endpoint: str, key_arn: str, writes: int, paths: int, max_uses: int) -> 
         for i in range(writes):
             p = i % paths
             start = time.perf_counter()
-            svc.write(ADMIN, f"team/app{p}/prod", state(i // paths + 1, lineages[p]))
+            svc.writes.write(ADMIN, f"team/app{p}/prod", state(i // paths + 1, lineages[p]))
             latencies.append(time.perf_counter() - start)
         elapsed = time.perf_counter() - t0
         calls = provider.call_counts()

@@ -11,8 +11,8 @@ anywhere with stateward and its test extra installed::
 
 What runs, all on this machine:
 
-- PostgreSQL 15: a throwaway cluster from ``tests/pg.py`` (:class:`PgCluster`). The tests run
-  it with durability off; here it runs with PostgreSQL's defaults (``fsync``,
+- PostgreSQL 15: a throwaway cluster from ``tests/harness/pg.py`` (:class:`PgCluster`). The
+  tests run it with durability off; here it runs with PostgreSQL's defaults (``fsync``,
   ``synchronous_commit`` and ``full_page_writes`` on), as SQLite runs ``synchronous=FULL``, so
   the SQLite-vs-PostgreSQL rows compare like with like (``--pg-no-fsync``: the tests' settings).
 - S3: moto in server mode (``ThreadedMotoServer``, in this process, in memory), one bucket.
@@ -88,8 +88,8 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from tests.pg import PgCluster
-    from tests.support import ServerProcess
+    from tests.harness.pg import PgCluster
+    from tests.harness.support import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
@@ -745,7 +745,7 @@ def run(p: Params, root: Path, report: Report) -> None:
     _import_helpers()
     import boto3
     from bench_server import git_revision, state_template
-    from tests.support import ServerProcess
+    from tests.harness.support import ServerProcess
 
     report.note(
         f"stateward {git_revision()}; {os.cpu_count()} CPUs; load average at start "

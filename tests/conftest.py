@@ -10,18 +10,18 @@ import pytest
 from stateward.config import Settings
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
-from tests.support import TERRAFORM_111, ServerProcess, terraform_015
+from tests.harness.support import TERRAFORM_111, ServerProcess, terraform_015
 
 if TYPE_CHECKING:  # imported by pytest as a plugin (below): not before, or no assert rewriting
-    from tests.pg import Store
+    from tests.harness.pg import Store
 
-pytest_plugins = ["tests.aws", "tests.pg"]
+pytest_plugins = ["tests.harness.aws", "tests.harness.pg"]
 
 
 @pytest.fixture
 def settings(tmp_path: Path, store: Store) -> Settings:
     """Settings of a fresh store; ``store`` runs every test using them on the embedded store
-    (SQLite + blob files) and on PostgreSQL + S3 (tests/pg.py)."""
+    (SQLite + blob files) and on PostgreSQL + S3 (tests/harness/pg.py)."""
     return store.settings(tmp_path / "data", orphan_min_age_seconds=0)
 
 

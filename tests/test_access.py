@@ -27,8 +27,8 @@ from stateward.domain.policy_model import DAYS, Role, Rule, TimeWindow
 from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
-from tests.pg import Store
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, lock_body, make_state, md5_b64
 
 P = "m/app/prod"  # a live state with two versions
 GONE = "m/app/old"  # a soft-deleted state
@@ -39,35 +39,39 @@ Call = Callable[[StateService, Principal], Any]
 
 #: One call per service operation, with the action it needs (mirrors actions.ACTION_TABLE).
 OPERATIONS: list[tuple[str, Action, Call]] = [
-    ("read", Action.READ, lambda s, w: s.read(w, P)),
-    ("get_version_body", Action.READ, lambda s, w: s.get_version_body(w, P, 1)),
-    ("get_lock_info", Action.READ, lambda s, w: s.get_lock_info(w, P)),
-    ("write", Action.WRITE, lambda s, w: s.write(w, P, _next_state(s))),
-    ("lock", Action.LOCK, lambda s, w: s.lock(w, P, lock_body())),
-    ("unlock", Action.UNLOCK, lambda s, w: s.unlock(w, P, lock_body())),
-    ("force_unlock", Action.FORCE_UNLOCK, lambda s, w: s.unlock(w, P, b"")),
-    ("delete", Action.DELETE, lambda s, w: s.delete(w, P)),
-    ("history", Action.HISTORY, lambda s, w: s.history(w, P)),
-    ("get_version", Action.HISTORY, lambda s, w: s.get_version(w, P, 1)),
-    ("diff", Action.HISTORY, lambda s, w: s.diff(w, P, 1, 2)),
-    ("get_lock", Action.HISTORY, lambda s, w: s.get_lock(w, P)),
-    ("rollback", Action.ROLLBACK, lambda s, w: s.rollback(w, P, 1)),
-    ("break_lock", Action.ADMIN, lambda s, w: s.break_lock(w, P)),
-    ("restore", Action.ADMIN, lambda s, w: s.restore(w, GONE)),
-    ("purge", Action.ADMIN, lambda s, w: s.purge(w, GONE)),
-    ("protect", Action.ADMIN, lambda s, w: s.set_protected(w, P, False)),
-    ("allow_next_write", Action.ADMIN, lambda s, w: s.allow_next_write(w, P)),
-    ("maintenance", Action.ADMIN, lambda s, w: s.run_maintenance(w)),
-    ("create_token", Action.ADMIN, lambda s, w: s.create_token(w, uuid.uuid4().hex, ["reader"])),
-    ("list_tokens", Action.ADMIN, lambda s, w: s.list_tokens(w)),
-    ("revoke_token", Action.ADMIN, lambda s, w: s.revoke_token(w, "nobody")),
-    ("events_path", Action.AUDIT, lambda s, w: s.events(w, P)),
-    ("events_store", Action.AUDIT, lambda s, w: s.events(w)),
+    ("read", Action.READ, lambda s, w: s.writes.read(w, P)),
+    ("get_version_body", Action.READ, lambda s, w: s.history.get_version_body(w, P, 1)),
+    ("get_lock_info", Action.READ, lambda s, w: s.locks.get_lock_info(w, P)),
+    ("write", Action.WRITE, lambda s, w: s.writes.write(w, P, _next_state(s))),
+    ("lock", Action.LOCK, lambda s, w: s.locks.lock(w, P, lock_body())),
+    ("unlock", Action.UNLOCK, lambda s, w: s.locks.unlock(w, P, lock_body())),
+    ("force_unlock", Action.FORCE_UNLOCK, lambda s, w: s.locks.unlock(w, P, b"")),
+    ("delete", Action.DELETE, lambda s, w: s.admin.delete(w, P)),
+    ("history", Action.HISTORY, lambda s, w: s.history.history(w, P)),
+    ("get_version", Action.HISTORY, lambda s, w: s.history.get_version(w, P, 1)),
+    ("diff", Action.HISTORY, lambda s, w: s.history.diff(w, P, 1, 2)),
+    ("get_lock", Action.HISTORY, lambda s, w: s.locks.get_lock(w, P)),
+    ("rollback", Action.ROLLBACK, lambda s, w: s.writes.rollback(w, P, 1)),
+    ("break_lock", Action.ADMIN, lambda s, w: s.locks.break_lock(w, P)),
+    ("restore", Action.ADMIN, lambda s, w: s.admin.restore(w, GONE)),
+    ("purge", Action.ADMIN, lambda s, w: s.admin.purge(w, GONE)),
+    ("protect", Action.ADMIN, lambda s, w: s.admin.set_protected(w, P, False)),
+    ("allow_next_write", Action.ADMIN, lambda s, w: s.admin.allow_next_write(w, P)),
+    ("maintenance", Action.ADMIN, lambda s, w: s.admin.run_maintenance(w)),
+    (
+        "create_token",
+        Action.ADMIN,
+        lambda s, w: s.tokens.create_token(w, uuid.uuid4().hex, ["reader"]),
+    ),
+    ("list_tokens", Action.ADMIN, lambda s, w: s.tokens.list_tokens(w)),
+    ("revoke_token", Action.ADMIN, lambda s, w: s.tokens.revoke_token(w, "nobody")),
+    ("events_path", Action.AUDIT, lambda s, w: s.admin.events(w, P)),
+    ("events_store", Action.AUDIT, lambda s, w: s.admin.events(w)),
 ]
 
 
 def _next_state(svc: StateService) -> bytes:
-    current = svc.read(ADMIN, P)
+    current = svc.writes.read(ADMIN, P)
     assert current is not None
     doc = json.loads(current.body)
     return make_state(serial=doc["serial"] + 1, lineage=doc["lineage"])
@@ -107,22 +111,22 @@ def svc(tmp_path: Path, store: Store) -> Iterator[StateService]:
     """The service-level matrix runs on both stores (SQLite + files, PostgreSQL + S3)."""
     service = build_service(store.settings(tmp_path / "d", roles=_roles()))
     lineage = str(uuid.uuid4())
-    service.write(ADMIN, P, make_state(serial=1, lineage=lineage))
-    service.write(ADMIN, P, make_state(serial=2, lineage=lineage))
-    service.write(ADMIN, GONE, make_state(serial=1))
-    service.delete(ADMIN, GONE)
+    service.writes.write(ADMIN, P, make_state(serial=1, lineage=lineage))
+    service.writes.write(ADMIN, P, make_state(serial=2, lineage=lineage))
+    service.writes.write(ADMIN, GONE, make_state(serial=1))
+    service.admin.delete(ADMIN, GONE)
     yield service
     service.engine.dispose()
 
 
 def _snapshot(svc: StateService) -> Any:
-    state = svc.read(ADMIN, P)
+    state = svc.writes.read(ADMIN, P)
     return (
         state.body if state else None,
-        [v.seq for v in svc.history(ADMIN, P)],
-        svc.get_lock(ADMIN, P),
-        [t.name for t in svc.list_tokens(ADMIN)],
-        [e.id for e in svc.events(ADMIN, limit=10000)],
+        [v.seq for v in svc.history.history(ADMIN, P)],
+        svc.locks.get_lock(ADMIN, P),
+        [t.name for t in svc.tokens.list_tokens(ADMIN)],
+        [e.id for e in svc.admin.events(ADMIN, limit=10000)],
     )
 
 
@@ -180,63 +184,63 @@ def test_denied_without_it_or_when_a_condition_is_unmet(
 
 
 def test_network_condition_is_met_from_an_allowed_address(svc: StateService) -> None:
-    assert svc.read(_who("net-read", source="10.1.2.3"), P) is not None
+    assert svc.writes.read(_who("net-read", source="10.1.2.3"), P) is not None
     with pytest.raises(Forbidden):
-        svc.read(_who("net-read", source="cli"), P)  # no address: a network rule fails
+        svc.writes.read(_who("net-read", source="cli"), P)  # no address: a network rule fails
 
 
 def test_path_limits_and_listings(svc: StateService) -> None:
-    svc.write(ADMIN, "other/app/prod", make_state())
+    svc.writes.write(ADMIN, "other/app/prod", make_state())
     limited = Principal("lim", source=SOURCE, roles=("reader",), paths=("m/**",))
-    assert svc.read(limited, P) is not None
+    assert svc.writes.read(limited, P) is not None
     with pytest.raises(Forbidden, match="restricted to paths other than other/app/prod"):
-        svc.read(limited, "other/app/prod")
-    assert [s.path for s in svc.list_states(limited)] == [P]
-    assert {s.path for s in svc.list_states(ADMIN)} == {P, "other/app/prod"}
-    svc.lock(ADMIN, "other/app/prod", lock_body())
-    svc.lock(ADMIN, P, lock_body())
-    assert [lk.path for lk in svc.list_locks(limited)] == [P]
-    assert svc.list_states(Principal("none", source=SOURCE)) == []
+        svc.writes.read(limited, "other/app/prod")
+    assert [s.path for s in svc.history.list_states(limited)] == [P]
+    assert {s.path for s in svc.history.list_states(ADMIN)} == {P, "other/app/prod"}
+    svc.locks.lock(ADMIN, "other/app/prod", lock_body())
+    svc.locks.lock(ADMIN, P, lock_body())
+    assert [lk.path for lk in svc.locks.list_locks(limited)] == [P]
+    assert svc.history.list_states(Principal("none", source=SOURCE)) == []
 
 
 def test_outputs_only_reads(svc: StateService) -> None:
-    full = svc.read(ADMIN, P)
+    full = svc.writes.read(ADMIN, P)
     assert full is not None
-    outputs = svc.read(_who("only-read-outputs"), P)
+    outputs = svc.writes.read(_who("only-read-outputs"), P)
     assert outputs is not None
     doc = json.loads(outputs.body)
     assert doc["resources"] == [] and set(doc["outputs"]) == {"name"}
     assert (doc["serial"], doc["lineage"]) == (json.loads(full.body)["serial"],
                                                json.loads(full.body)["lineage"])  # fmt: skip
     assert outputs.md5 != full.md5 and b"s3cr3t" not in outputs.body
-    sensitive = svc.read(_who("only-read-sensitive-outputs"), P)
+    sensitive = svc.writes.read(_who("only-read-sensitive-outputs"), P)
     assert sensitive is not None
     assert set(json.loads(sensitive.body)["outputs"]) == {"name", "secret"}
     # an outputs-only principal sees no history or other versions
     with pytest.raises(Forbidden):
-        svc.get_version_body(_who("only-read-outputs"), P, 1)
+        svc.history.get_version_body(_who("only-read-outputs"), P, 1)
 
 
 def test_outputs_only_refused_for_client_encrypted_states(svc: StateService) -> None:
-    from tests.support import TOFU_ENCRYPTED
+    from tests.harness.support import TOFU_ENCRYPTED
 
-    svc.write(ADMIN, "m/enc/prod", TOFU_ENCRYPTED)
+    svc.writes.write(ADMIN, "m/enc/prod", TOFU_ENCRYPTED)
     with pytest.raises(Forbidden, match="encrypted by its client"):
-        svc.read(_who("only-read-outputs"), "m/enc/prod")
-    state = svc.read(_who("only-read"), "m/enc/prod")
+        svc.writes.read(_who("only-read-outputs"), "m/enc/prod")
+    state = svc.writes.read(_who("only-read"), "m/enc/prod")
     assert state is not None and state.body == TOFU_ENCRYPTED
 
 
 def test_opentofu_force_unlock_body_needs_force_unlock(svc: StateService) -> None:
-    from tests.support import tofu_force_unlock_body
+    from tests.harness.support import tofu_force_unlock_body
 
     lock_id = str(uuid.uuid4())
-    svc.lock(ADMIN, P, lock_body(lock_id))
+    svc.locks.lock(ADMIN, P, lock_body(lock_id))
     with pytest.raises(Forbidden, match="does not grant force-unlock"):
-        svc.unlock(_who("only-unlock"), P, tofu_force_unlock_body(lock_id))
-    svc.unlock(_who("only-force-unlock"), P, tofu_force_unlock_body(lock_id))
-    assert svc.get_lock(ADMIN, P) is None
-    assert any(e.action == "force-unlock" for e in svc.events(ADMIN, P))
+        svc.locks.unlock(_who("only-unlock"), P, tofu_force_unlock_body(lock_id))
+    svc.locks.unlock(_who("only-force-unlock"), P, tofu_force_unlock_body(lock_id))
+    assert svc.locks.get_lock(ADMIN, P) is None
+    assert any(e.action == "force-unlock" for e in svc.admin.events(ADMIN, P))
 
 
 # -- over HTTP --------------------------------------------------------------------------------

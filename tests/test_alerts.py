@@ -39,8 +39,8 @@ from stateward.jobs.webhook import WebhookSender, sign, verify
 from stateward.service.core import StateService
 from stateward.service.views import LockView
 from tests.e2e.test_terraform import Client, init, tf, write_config
-from tests.pg import Store
-from tests.support import (
+from tests.harness.pg import Store
+from tests.harness.support import (
     TERRAFORM_111,
     ServerProcess,
     free_port,
@@ -969,24 +969,24 @@ def test_sender_queue_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
 def test_service_store_is_idempotent_and_access_is_audit_only(service: StateService) -> None:
     draft = AlertDraft("d", "delete", "warning", 1.0, "a/b", "token:x", "token:x deleted a/b",
                        7, dedup_key("d", "seq", 7))  # fmt: skip
-    alert = service.store_alert(draft)
+    alert = service.alerts.store_alert(draft)
     assert alert is not None and alert.id == 1 and alert.audit_seq == 7
-    assert service.store_alert(draft) is None, "a redelivered record alerts once"
+    assert service.alerts.store_alert(draft) is None, "a redelivered record alerts once"
 
     admin = Principal("token:admin", roles=("admin",))
     reader = Principal("token:reader", roles=("reader",))
-    assert [a.id for a in service.list_alerts(admin)] == [1]
+    assert [a.id for a in service.alerts.list_alerts(admin)] == [1]
     with pytest.raises(Forbidden):
-        service.list_alerts(reader)
+        service.alerts.list_alerts(reader)
     with pytest.raises(Forbidden):
-        service.acknowledge_alerts(reader, [1])
+        service.alerts.acknowledge_alerts(reader, [1])
     with pytest.raises(NotFound):
-        service.acknowledge_alerts(admin, [1, 2])
-    assert service.list_alerts(admin)[0].acknowledged_at is None, "all or nothing"
-    result = service.acknowledge_alerts(admin, [1])
+        service.alerts.acknowledge_alerts(admin, [1, 2])
+    assert service.alerts.list_alerts(admin)[0].acknowledged_at is None, "all or nothing"
+    result = service.alerts.acknowledge_alerts(admin, [1])
     assert result.acknowledged == [1] and result.already == []
-    assert service.list_alerts(admin) == []
-    (acked,) = service.list_alerts(admin, include_acknowledged=True)
+    assert service.alerts.list_alerts(admin) == []
+    (acked,) = service.alerts.list_alerts(admin, include_acknowledged=True)
     assert acked.acknowledged_by == "token:admin"
 
 

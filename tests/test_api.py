@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.harness.support import ServerProcess, lock_body, make_state, md5_b64
 
 P = "team/api/prod"
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.pg import Store
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, lock_body, make_state, md5_b64
 
 MARKER = "audit-secret-marker-93f1"
 

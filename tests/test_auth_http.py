@@ -27,8 +27,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from stateward.config import ConfigError, load_settings
-from tests.pg import Store
-from tests.support import ServerProcess, free_port, lock_body, make_state
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, free_port, lock_body, make_state
 from tests.test_oidc import AUD, GITHUB_SUB, Served, _forge, _handler, jwk, sign
 from tests.test_tls import CA, Issued, Pki, client_ctx
 

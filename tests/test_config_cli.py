@@ -14,8 +14,8 @@ from stateward.cli.main import cli
 from stateward.config import ConfigError, load_settings
 from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
-from tests.pg import Store
-from tests.support import lock_body, make_state
+from tests.harness.pg import Store
+from tests.harness.support import lock_body, make_state
 
 
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
@@ -73,9 +73,9 @@ def test_cli_state_commands(tmp_path: Path, store: Store) -> None:
     svc = build_service(load_settings(store.config_file(data), {"data_dir": data}, env={}))
     who = Principal("ci", roles=("admin",))
     b1 = make_state(serial=1, lineage="l")
-    svc.write(who, "t/a/prod", b1)
-    svc.write(who, "t/a/prod", make_state(serial=2, lineage="l", resources=2))
-    svc.lock(who, "t/a/prod", lock_body("LID", who="dave@h"))
+    svc.writes.write(who, "t/a/prod", b1)
+    svc.writes.write(who, "t/a/prod", make_state(serial=2, lineage="l", resources=2))
+    svc.locks.lock(who, "t/a/prod", lock_body("LID", who="dave@h"))
 
     listing = json.loads(_run(store, data, "list", "--json"))
     assert listing[0]["path"] == "t/a/prod" and listing[0]["lock_who"] == "dave@h"

@@ -2,8 +2,8 @@
 data directory, and check that nothing acknowledged is lost and nothing stored is torn.
 
 Both stores: the embedded one, and PostgreSQL + S3 (the server's database and bucket outlive
-it there; only the process dies). The invariant under test (docs: DESIGN.md, "Embedded
-default"): the blob is written first (temp file, fsync, rename, fsync the directory; or one S3
+it there; only the process dies). The invariant under test (docs/architecture.md,
+"Invariants"): the blob is written first (temp file, fsync, rename, fsync the directory; or one S3
 PUT), then the metadata transaction that points at
 it commits, and only then does the client get its 200. So a write acknowledged before the kill
 must survive it, a write in flight at the kill may or may not be stored but is never torn, and
@@ -31,8 +31,8 @@ from stateward.config import Settings
 from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.storage.blobs import FileBlobStore
-from tests.pg import Store
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, lock_body, make_state, md5_b64
 
 ROUNDS = 12
 WRITERS = 3
@@ -342,7 +342,7 @@ def test_crash_between_blob_and_commit_leaves_collectable_orphan(
 ) -> None:
     path = "team/app/prod"
     body = make_state(serial=1, lineage="lin")
-    assert service.write(ALICE, path, body).created
+    assert service.writes.write(ALICE, path, body).created
     committed = blob_files(store, settings.data_dir)
     assert len(committed) == 1
 
@@ -353,18 +353,18 @@ def test_crash_between_blob_and_commit_leaves_collectable_orphan(
     assert blob_files(store, settings.data_dir) == committed | {orphan}
 
     # Readers never see it: the current state is still the committed one.
-    current = service.read(ALICE, path)
+    current = service.writes.read(ALICE, path)
     assert current is not None and current.body == body and current.serial == 1
-    assert [v.seq for v in service.history(ALICE, path)] == [1]
+    assert [v.seq for v in service.history.history(ALICE, path)] == [1]
 
-    report = service.run_maintenance(ALICE)
+    report = service.admin.run_maintenance(ALICE)
     assert report.orphans_removed == 1 and report.versions_removed == 0
     assert blob_files(store, settings.data_dir) == committed
-    current = service.read(ALICE, path)
+    current = service.writes.read(ALICE, path)
     assert current is not None and current.body == body
-    _, stored = service.get_version_body(ALICE, path, 1)
+    _, stored = service.history.get_version_body(ALICE, path, 1)
     assert stored == body
-    assert service.run_maintenance(ALICE).orphans_removed == 0
+    assert service.admin.run_maintenance(ALICE).orphans_removed == 0
 
 
 def test_file_blob_store_put_is_whole_and_leaves_no_temp_file(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from stateward.domain.globs import glob_match
 from stateward.domain.lockinfo import parse_lock_info
 from stateward.domain.paths import validate_path
 from stateward.domain.statefile import diff_states, parse_state, resource_address
-from tests.support import TOFU_ENCRYPTED, make_state
+from tests.harness.support import TOFU_ENCRYPTED, make_state
 
 
 @pytest.mark.parametrize("path", ["a", "team/app/env", "a.b/c_d/e-f", "x/" * 7 + "y"])

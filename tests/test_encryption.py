@@ -40,8 +40,8 @@ from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage.blobs import FileBlobStore
 from stateward.storage.schema import versions
-from tests.pg import S3Object, Store, db_dump, embedded_only, stored_blob
-from tests.support import make_state
+from tests.harness.pg import S3Object, Store, db_dump, embedded_only, stored_blob
+from tests.harness.support import make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
 MARKER = b"hunter2-SENSITIVE-7f3a9c"
@@ -86,30 +86,30 @@ def reopen(service: StateService, **changes: Any) -> StateService:
 
 def test_nothing_on_disk_holds_the_state_in_clear(svc: StateService, store: Store) -> None:
     for serial in range(1, 4):
-        svc.write(ADMIN, "prod/db", secret_state(serial))
+        svc.writes.write(ADMIN, "prod/db", secret_state(serial))
     at_rest = store.at_rest(svc.settings.data_dir)  # files, and the database and bucket if any
     assert len(at_rest) > 3
     found = [where for where, data in at_rest if MARKER in data]
     assert found == []
-    state = svc.read(ADMIN, "prod/db")
+    state = svc.writes.read(ADMIN, "prod/db")
     assert state is not None and MARKER in state.body
     key_file = default_key_file(svc)
     assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_every_blob_names_its_key_and_is_recorded(svc: StateService) -> None:
-    svc.write(ADMIN, "a/b", secret_state())
+    svc.writes.write(ADMIN, "a/b", secret_state())
     ref, wrapped, _ = parse_header(blob_file(svc, "a/b", 1).read_bytes())
     assert (ref.provider, ref.kind, ref.key_version) == ("default", "keyfile", "1")
     assert len(wrapped.wrapped) == 12 + 32 + 16
-    status = svc.key_status(ADMIN)
+    status = svc.keys.key_status(ADMIN)
     (default,) = status.providers
     assert default.references == {"1": 1} and status.stale == 0 and status.unencrypted == 0
 
 
 @pytest.mark.parametrize("where", ["magic", "flags", "header", "wrapped", "nonce", "body", "tag"])
 def test_one_flipped_byte_fails_closed(svc: StateService, where: str) -> None:
-    svc.write(ADMIN, "a/b", secret_state())
+    svc.writes.write(ADMIN, "a/b", secret_state())
     f = blob_file(svc, "a/b", 1)
     blob = bytearray(f.read_bytes())
     _ref, _w, offset = parse_header(bytes(blob))
@@ -128,14 +128,15 @@ def test_one_flipped_byte_fails_closed(svc: StateService, where: str) -> None:
     svc.cache.discard(f.name)
     svc.barrier.keys.clear()
     with pytest.raises(Unavailable) as err:
-        svc.read(ADMIN, "a/b")
+        svc.writes.read(ADMIN, "a/b")
     assert MARKER.decode() not in str(err.value)
 
 
 def test_blob_moved_to_another_path_or_version_fails(svc: StateService) -> None:
-    svc.write(ADMIN, "team/a", secret_state(1))
-    svc.write(ADMIN, "team/a", secret_state(2))
-    svc.write(ADMIN, "team/b", secret_state(1, lineage="3f1d2c4b-aaaa-bbbb-cccc-000000000002"))
+    svc.writes.write(ADMIN, "team/a", secret_state(1))
+    svc.writes.write(ADMIN, "team/a", secret_state(2))
+    other_lineage = "3f1d2c4b-aaaa-bbbb-cccc-000000000002"
+    svc.writes.write(ADMIN, "team/b", secret_state(1, lineage=other_lineage))
     a1, a2, b1 = (
         blob_file(svc, "team/a", 1),
         blob_file(svc, "team/a", 2),
@@ -145,41 +146,41 @@ def test_blob_moved_to_another_path_or_version_fails(svc: StateService) -> None:
     data1, data2 = a1.read_bytes(), a2.read_bytes()
     a1.write_bytes(data2)  # versions swapped within one path
     a2.write_bytes(data1)
-    svc.cache = type(svc.cache)(svc.cache.max_bytes, svc.cache.max_entry)
+    svc.cache.clear()
     for path, seq in (("team/b", 1), ("team/a", 1), ("team/a", 2)):
         with pytest.raises(Unavailable, match=r"unreadable|does not unwrap"):
-            svc.get_version_body(ADMIN, path, seq)
+            svc.history.get_version_body(ADMIN, path, seq)
 
 
 def test_rotation_and_rewrap_keep_every_version_readable(svc: StateService) -> None:
     bodies = {}
     for serial in range(1, 6):
         bodies[serial] = secret_state(serial)
-        svc.write(ADMIN, "rot/x", bodies[serial])
-    assert svc.rotate_key(ADMIN, "default") == "2"
-    svc.write(ADMIN, "rot/x", bodies.setdefault(6, secret_state(6)))
-    status = svc.key_status(ADMIN)
+        svc.writes.write(ADMIN, "rot/x", bodies[serial])
+    assert svc.keys.rotate_key(ADMIN, "default") == "2"
+    svc.writes.write(ADMIN, "rot/x", bodies.setdefault(6, secret_state(6)))
+    status = svc.keys.key_status(ADMIN)
     assert status.providers[0].references == {"1": 5, "2": 1} and status.stale == 5
     with pytest.raises(Exception, match="rewrap first"):
-        svc.retire_key(ADMIN, "default", "1")
+        svc.keys.retire_key(ADMIN, "default", "1")
     seen: list[tuple[int, int]] = []
-    assert svc.rewrap(ADMIN, lambda done, total: seen.append((done, total))) == 5
+    assert svc.keys.rewrap(ADMIN, lambda done, total: seen.append((done, total))) == 5
     assert seen[-1] == (5, 5)
-    assert svc.key_status(ADMIN).providers[0].references == {"2": 6}
-    assert svc.rewrap(ADMIN) == 0  # resumable / idempotent: nothing left
-    svc.retire_key(ADMIN, "default", "1")
+    assert svc.keys.key_status(ADMIN).providers[0].references == {"2": 6}
+    assert svc.keys.rewrap(ADMIN) == 0  # resumable / idempotent: nothing left
+    svc.keys.retire_key(ADMIN, "default", "1")
     svc = reopen(svc)
     for seq, body in bodies.items():
-        assert svc.get_version_body(ADMIN, "rot/x", seq)[1] == body
+        assert svc.history.get_version_body(ADMIN, "rot/x", seq)[1] == body
     assert KeyfileProvider("x", default_key_file(svc)).versions() == ["2"]
 
 
 def test_rewrap_changes_only_the_key_header(svc: StateService) -> None:
-    svc.write(ADMIN, "hdr/x", secret_state())
+    svc.writes.write(ADMIN, "hdr/x", secret_state())
     f = blob_file(svc, "hdr/x", 1)
     before = f.read_bytes()
-    svc.rotate_key(ADMIN, "default")
-    svc.rewrap(ADMIN)
+    svc.keys.rotate_key(ADMIN, "default")
+    svc.keys.rewrap(ADMIN)
     after = f.read_bytes()
     _r1, _w1, o1 = parse_header(before)
     _r2, _w2, o2 = parse_header(after)
@@ -201,9 +202,9 @@ def test_providers_per_path_glob_and_moving_a_path(store: Store, tmp_path: Path)
     )
     svc = build_service(base)
     try:
-        svc.write(ADMIN, "prod/net", secret_state())
-        svc.write(ADMIN, "dev/net", secret_state())
-        svc.write(ADMIN, "other/net", secret_state())
+        svc.writes.write(ADMIN, "prod/net", secret_state())
+        svc.writes.write(ADMIN, "dev/net", secret_state())
+        svc.writes.write(ADMIN, "other/net", secret_state())
         providers = {
             p: parse_header(blob_file(svc, p, 1).read_bytes())[0].provider
             for p in ("prod/net", "dev/net", "other/net")
@@ -213,16 +214,16 @@ def test_providers_per_path_glob_and_moving_a_path(store: Store, tmp_path: Path)
         svc = reopen(
             svc, encryption=[EncryptionRule(paths=["prod/**", "dev/**"], provider="prod-pass")]
         )
-        assert svc.key_status(ADMIN).stale == 1
-        assert svc.rewrap(ADMIN) == 1
+        assert svc.keys.key_status(ADMIN).stale == 1
+        assert svc.keys.rewrap(ADMIN) == 1
         assert parse_header(blob_file(svc, "dev/net", 1).read_bytes())[0].provider == "prod-pass"
-        assert svc.read(ADMIN, "dev/net") is not None
+        assert svc.writes.read(ADMIN, "dev/net") is not None
         # without the passphrase the prod states cannot be read, and say why
         os.environ["SW_TEST_PASSPHRASE"] = "a different passphrase entirely"
         svc = reopen(svc)
         with pytest.raises(Unavailable, match="no configured passphrase matches"):
-            svc.read(ADMIN, "prod/net")
-        assert svc.read(ADMIN, "other/net") is not None
+            svc.writes.read(ADMIN, "prod/net")
+        assert svc.writes.read(ADMIN, "other/net") is not None
     finally:
         del os.environ["SW_TEST_PASSPHRASE"]
         svc.engine.dispose()
@@ -236,14 +237,14 @@ def test_passphrase_rotation_with_old_passphrase(store: Store, tmp_path: Path) -
         rule = [EncryptionRule(paths=["**"], provider="p")]
         svc = build_service(store.settings(tmp_path / "d", key_providers=cfg, encryption=rule))
         body = secret_state()
-        svc.write(ADMIN, "p/x", body)
+        svc.writes.write(ADMIN, "p/x", body)
         new = {"p": PassphraseConfig(passphrase_env="SW_NEW", old_passphrase_envs=["SW_OLD"])}
         svc = reopen(svc, key_providers=new)
-        assert svc.key_status(ADMIN).stale == 1
-        svc.rewrap(ADMIN)
+        assert svc.keys.key_status(ADMIN).stale == 1
+        svc.keys.rewrap(ADMIN)
         only_new = {"p": PassphraseConfig(passphrase_env="SW_NEW")}
         svc = reopen(svc, key_providers=only_new)
-        state = svc.read(ADMIN, "p/x")
+        state = svc.writes.read(ADMIN, "p/x")
         assert state is not None and state.body == body
         svc.engine.dispose()
     finally:
@@ -266,7 +267,7 @@ def test_key_file_must_be_private(svc: StateService) -> None:
 
 def test_unencrypted_blobs_of_earlier_releases_are_read_and_rewrapped(svc: StateService) -> None:
     body = secret_state()
-    svc.write(ADMIN, "old/x", body)
+    svc.writes.write(ADMIN, "old/x", body)
     f = blob_file(svc, "old/x", 1)
     import zstandard
 
@@ -274,20 +275,20 @@ def test_unencrypted_blobs_of_earlier_releases_are_read_and_rewrapped(svc: State
     with svc.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM blob_keys")
     svc = reopen(svc)
-    assert svc.get_version_body(ADMIN, "old/x", 1)[1] == body
-    assert svc.key_status(ADMIN).unencrypted == 1
-    assert svc.rewrap(ADMIN) == 1
+    assert svc.history.get_version_body(ADMIN, "old/x", 1)[1] == body
+    assert svc.keys.key_status(ADMIN).unencrypted == 1
+    assert svc.keys.rewrap(ADMIN) == 1
     assert MARKER not in f.read_bytes()
-    assert svc.key_status(ADMIN).unencrypted == 0
-    assert reopen(svc).get_version_body(ADMIN, "old/x", 1)[1] == body
+    assert svc.keys.key_status(ADMIN).unencrypted == 0
+    assert reopen(svc).history.get_version_body(ADMIN, "old/x", 1)[1] == body
 
 
 def test_purge_shreds_the_keys_of_a_path(svc: StateService) -> None:
-    svc.write(ADMIN, "gone/x", secret_state(1))
-    svc.write(ADMIN, "gone/x", secret_state(2))
+    svc.writes.write(ADMIN, "gone/x", secret_state(1))
+    svc.writes.write(ADMIN, "gone/x", secret_state(2))
     files = [blob_file(svc, "gone/x", s) for s in (1, 2)]
-    svc.delete(ADMIN, "gone/x")
-    svc.purge(ADMIN, "gone/x")
+    svc.admin.delete(ADMIN, "gone/x")
+    svc.admin.purge(ADMIN, "gone/x")
     assert not any(f.exists() for f in files)
     with svc.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM blob_keys").scalar() == 0
@@ -343,18 +344,18 @@ def kms(tmp_path: Path, svc: StateService) -> Iterator[CountingProvider]:
 def test_data_keys_are_reused_within_bounds(svc: StateService, kms: CountingProvider) -> None:
     lineage = "3f1d2c4b-aaaa-bbbb-cccc-000000000009"
     for serial in range(1, 251):
-        svc.write(ADMIN, "hot/x", secret_state(serial, lineage))
+        svc.writes.write(ADMIN, "hot/x", secret_state(serial, lineage))
     assert kms.calls == 3  # 250 writes, at most 100 blobs per data key
     keyring = svc.barrier.keys
     later = time.monotonic() + keyring.max_age + 1  # past max_age: the next write gets a new key
     keyring.clock = lambda: later
-    svc.write(ADMIN, "hot/x", secret_state(251, lineage))
+    svc.writes.write(ADMIN, "hot/x", secret_state(251, lineage))
     assert kms.calls == 4
-    svc.write(ADMIN, "cold/y", secret_state())  # another path never shares a data key
+    svc.writes.write(ADMIN, "cold/y", secret_state())  # another path never shares a data key
     assert kms.calls == 5
-    svc.cache = type(svc.cache)(svc.cache.max_bytes, svc.cache.max_entry)
+    svc.cache.clear()
     for seq in (1, 2, 150, 251):  # reads unwrap each distinct data key once
-        svc.get_version_body(ADMIN, "hot/x", seq)
+        svc.history.get_version_body(ADMIN, "hot/x", seq)
     assert kms.calls == 5 + 3
 
 
@@ -369,25 +370,25 @@ def test_kms_faults_fail_the_request_and_write_nothing(
     svc: StateService, kms: CountingProvider, fault: Exception, retry: bool
 ) -> None:
     lineage = "3f1d2c4b-aaaa-bbbb-cccc-00000000000a"
-    svc.write(ADMIN, "f/x", secret_state(1, lineage))
+    svc.writes.write(ADMIN, "f/x", secret_state(1, lineage))
     svc.barrier.keys.clear()
-    svc.cache = type(svc.cache)(svc.cache.max_bytes, svc.cache.max_entry)
+    svc.cache.clear()
     blobs_before = sorted(k for k, _ in svc.barrier.blobs.list())
     kms.fail = fault
     with pytest.raises(Unavailable) as err:
-        svc.write(ADMIN, "f/x", secret_state(2, lineage))
+        svc.writes.write(ADMIN, "f/x", secret_state(2, lineage))
     assert err.value.retry is retry and str(fault) in str(err.value)
     with pytest.raises(Unavailable):
-        svc.read(ADMIN, "f/x")
-    assert [v.seq for v in svc.history(ADMIN, "f/x")] == [1]
+        svc.writes.read(ADMIN, "f/x")
+    assert [v.seq for v in svc.history.history(ADMIN, "f/x")] == [1]
     assert sorted(k for k, _ in svc.barrier.blobs.list()) == blobs_before  # no orphan blob
     kms.fail = None  # the key is back: the previous version reads again
-    state = svc.read(ADMIN, "f/x")
+    state = svc.writes.read(ADMIN, "f/x")
     assert state is not None and json.loads(state.body)["serial"] == 1
 
 
 def test_invalid_wrapped_key_is_reported_as_tampering(svc: StateService) -> None:
-    svc.write(ADMIN, "t/x", secret_state())
+    svc.writes.write(ADMIN, "t/x", secret_state())
     f = blob_file(svc, "t/x", 1)
     ref, wrapped, _offset = parse_header(f.read_bytes())
     other = svc.barrier.keys.provider("default").generate({"stateward:path": "elsewhere"})
@@ -397,7 +398,7 @@ def test_invalid_wrapped_key_is_reported_as_tampering(svc: StateService) -> None
     svc.barrier.keys.clear()
     svc.cache.discard(f.name)
     with pytest.raises(Unavailable, match="does not unwrap") as err:
-        svc.read(ADMIN, "t/x")
+        svc.writes.read(ADMIN, "t/x")
     assert err.value.retry is False
     with pytest.raises(KeyInvalid):
         svc.barrier.keys.provider("default").unwrap(wrapped, {"stateward:path": "elsewhere"})
@@ -429,7 +430,7 @@ def test_seal_open_round_trip(tmp_path: Path, body: bytes, path: str) -> None:
 
 
 def test_database_holds_no_state_content(svc: StateService, store: Store) -> None:
-    svc.write(ADMIN, "db/x", secret_state())
+    svc.writes.write(ADMIN, "db/x", secret_state())
     assert MARKER not in db_dump(svc.engine)
     if not store.postgres:  # SQLite: the whole file's SQL dump too
         db = sqlite3.connect(svc.settings.db_path)
@@ -446,7 +447,7 @@ def test_client_encryption_policy(store: Store, tmp_path: Path) -> None:
 
     from stateward.config import ClientEncryptionRule
     from stateward.domain.errors import Conflict, Forbidden
-    from tests.support import TOFU_ENCRYPTED, TOFU_LINEAGE
+    from tests.harness.support import TOFU_ENCRYPTED, TOFU_LINEAGE
 
     rules = [
         ClientEncryptionRule(paths=["kms/**"], key_providers=["aws_kms"]),
@@ -455,23 +456,24 @@ def test_client_encryption_policy(store: Store, tmp_path: Path) -> None:
     svc = build_service(store.settings(tmp_path / "d", client_encryption=rules))
     try:
         with pytest.raises(Forbidden, match="requires OpenTofu client-side encryption"):
-            svc.write(ADMIN, "prod/net", secret_state())
-        assert svc.write(ADMIN, "prod/net", TOFU_ENCRYPTED).created
+            svc.writes.write(ADMIN, "prod/net", secret_state())
+        assert svc.writes.write(ADMIN, "prod/net", TOFU_ENCRYPTED).created
         with pytest.raises(
             Forbidden, match="allows only key providers aws_kms; this state uses pbkdf2"
         ):
-            svc.write(ADMIN, "kms/net", TOFU_ENCRYPTED)
+            svc.writes.write(ADMIN, "kms/net", TOFU_ENCRYPTED)
         # the clear serial/lineage of an encrypted upload still feed the guards
         stale = re.sub(rb'"serial":3', b'"serial":2', TOFU_ENCRYPTED)
         with pytest.raises(Conflict, match="stale write"):
-            svc.write(ADMIN, "prod/net", stale)
+            svc.writes.write(ADMIN, "prod/net", stale)
         other = TOFU_ENCRYPTED.replace(
             TOFU_LINEAGE.encode(), b"00000000-0000-0000-0000-000000000000"
         )
         with pytest.raises(Conflict, match="lineage mismatch"):
-            svc.write(ADMIN, "prod/net", other.replace(b'"serial":3', b'"serial":4'))
-        assert svc.write(ADMIN, "dev/net", secret_state()).created  # no rule: plaintext is fine
-        assert [v.seq for v in svc.history(ADMIN, "prod/net")] == [1]
+            svc.writes.write(ADMIN, "prod/net", other.replace(b'"serial":3', b'"serial":4'))
+        # no rule: plaintext is fine
+        assert svc.writes.write(ADMIN, "dev/net", secret_state()).created
+        assert [v.seq for v in svc.history.history(ADMIN, "prod/net")] == [1]
     finally:
         svc.engine.dispose()
 
@@ -480,14 +482,14 @@ def test_export_as_opentofu_encrypted_files(store: Store, tmp_path: Path) -> Non
     import subprocess
     import sys
 
-    from tests.support import TOFU_ENCRYPTED
+    from tests.harness.support import TOFU_ENCRYPTED
 
     data = tmp_path / "d"
     svc = build_service(store.settings(data))
     plain = secret_state()
-    svc.write(ADMIN, "team/net/prod", plain)
-    svc.write(ADMIN, "team/enc/prod", TOFU_ENCRYPTED)
-    svc.write(ADMIN, "other/x", secret_state())
+    svc.writes.write(ADMIN, "team/net/prod", plain)
+    svc.writes.write(ADMIN, "team/enc/prod", TOFU_ENCRYPTED)
+    svc.writes.write(ADMIN, "other/x", secret_state())
     svc.engine.dispose()
     cfg = tmp_path / "enc.toml"
     cfg.write_text(
@@ -523,7 +525,7 @@ def test_export_as_opentofu_encrypted_files(store: Store, tmp_path: Path) -> Non
 # replica needs the same key), tests/test_startup_checks.py.
 @embedded_only
 def test_serve_warns_when_the_key_lives_beside_the_data(tmp_path: Path, store: Store) -> None:
-    from tests.support import ServerProcess
+    from tests.harness.support import ServerProcess
 
     warning = b"keeps its key inside the data directory"
     srv = ServerProcess(tmp_path / "beside", store=store).start()

@@ -40,9 +40,10 @@ from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.imports import ImportSource, resume_point
-from tests.aws import moto_server, s3_client
-from tests.pg import Store
-from tests.support import TERRAFORM_111, lock_body, make_state
+from stateward.transfer import s3source
+from tests.harness.aws import moto_server, s3_client
+from tests.harness.pg import Store
+from tests.harness.support import TERRAFORM_111, lock_body, make_state
 
 REGION = "us-east-1"
 ADMIN = Principal("setup", roles=("admin",))
@@ -67,7 +68,7 @@ AWS_VARS = {
 
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
-    """moto's S3 in server mode on loopback, one per module (its own, not tests/aws.py's)."""
+    """moto's S3 in server mode on loopback, one per module (its own, not harness/aws.py's)."""
     with moto_server() as url:
         yield url
 
@@ -249,8 +250,8 @@ def svc_of() -> Iterator[Any]:
 
 
 def bodies(svc: StateService, path: str) -> list[bytes]:
-    seqs = sorted(v.seq for v in svc.history(ADMIN, path))
-    return [svc.get_version_body(ADMIN, path, s)[1] for s in seqs]
+    seqs = sorted(v.seq for v in svc.history.history(ADMIN, path))
+    return [svc.history.get_version_body(ADMIN, path, s)[1] for s in seqs]
 
 
 # -- the layout --------------------------------------------------------------------------------
@@ -400,20 +401,20 @@ def test_import_current_objects(source: Source, aws: None, tmp_path: Path, svc_o
     }
     assert "importing" in r.stderr  # the progress bar
     svc = svc_of(data)
-    assert [s.path for s in svc.list_states(ADMIN)] == sorted(expected.values())
+    assert [s.path for s in svc.history.list_states(ADMIN)] == sorted(expected.values())
     for key, path in expected.items():
-        (version,) = svc.history(ADMIN, path)
-        state = svc.read(ADMIN, path)
+        (version,) = svc.history.history(ADMIN, path)
+        state = svc.writes.read(ADMIN, path)
         assert state is not None and state.body == source.current(key)
         assert version.kind == "import" and version.current and version.author.startswith("cli:")
         modified = source.client().head_object(Bucket=source.bucket, Key=key)["LastModified"]
         assert version.created_at == modified.timestamp()  # the source's time is kept
-    assert svc.history(ADMIN, "tofu")[0].client_encrypted
+    assert svc.history.history(ADMIN, "tofu")[0].client_encrypted
     # a second run imports nothing, and says so
     again = run(data, "import", "s3", "--bucket", source.bucket, "--endpoint-url", source.url)
     assert again.exit_code == 0, again.output
     assert "nothing new to import; 4 path(s) up to date, 3 skipped, 0 refused" in again.stdout
-    assert [len(svc.history(ADMIN, p)) for p in expected.values()] == [1, 1, 1, 1]
+    assert [len(svc.history.history(ADMIN, p)) for p in expected.values()] == [1, 1, 1, 1]
 
 
 def test_import_every_version(source: Source, aws: None, tmp_path: Path, svc_of: Any) -> None:
@@ -432,19 +433,16 @@ def test_import_every_version(source: Source, aws: None, tmp_path: Path, svc_of:
     ):
         src = source.versions(key)
         assert bodies(svc, path) == [b for _, b, _ in src]
-        hist = sorted(svc.history(ADMIN, path), key=lambda v: v.seq)
+        hist = sorted(svc.history.history(ADMIN, path), key=lambda v: v.seq)
         assert [v.kind for v in hist] == ["import"] * len(src)
         assert [v.created_at for v in hist] == [t for _, _, t in src]
         assert hist[-1].current and not any(v.current for v in hist[:-1])
-    assert [v.serial for v in sorted(svc.history(ADMIN, "network"), key=lambda v: v.seq)] == [
-        1,
-        2,
-        3,
-    ]
+    def serials(path: str) -> list[int]:
+        return [v.serial for v in sorted(svc.history.history(ADMIN, path), key=lambda v: v.seq)]
+
+    assert serials("network") == [1, 2, 3]
     # workspace new wrote an empty state first (serial 0), then the apply
-    assert [v.serial for v in sorted(svc.history(ADMIN, "network/prod"), key=lambda v: v.seq)][
-        -1
-    ] >= 1
+    assert serials("network/prod")[-1] >= 1
     again = import_s3(data, source, "--versions")
     assert again.exit_code == 0 and report(again)["totals"]["imported_versions"] == 0
     assert report(again)["totals"]["up_to_date"] == 4
@@ -452,7 +450,7 @@ def test_import_every_version(source: Source, aws: None, tmp_path: Path, svc_of:
     current_only = import_s3(data, source)
     assert current_only.exit_code == 0, current_only.output
     assert report(current_only)["by_key"]["network/terraform.tfstate"]["result"] == "up to date"
-    assert len(svc.history(ADMIN, "network")) == 3
+    assert len(svc.history.history(ADMIN, "network")) == 3
 
 
 def test_import_resumes_after_an_interruption(
@@ -461,7 +459,7 @@ def test_import_resumes_after_an_interruption(
     """The second version of network/terraform.tfstate cannot be read: the first is imported,
     the other keys are imported, the run fails; the next run continues from version 2."""
     second = source.versions("network/terraform.tfstate")[1][0]
-    real = cli_imports.boto_client
+    real = s3source.boto_client
 
     def flaky_client(*args: Any, **kw: Any) -> Any:
         client = real(*args, **kw)
@@ -481,7 +479,7 @@ def test_import_resumes_after_an_interruption(
         client.get_object = get
         return client
 
-    monkeypatch.setattr(cli_imports, "boto_client", flaky_client)
+    monkeypatch.setattr(s3source, "boto_client", flaky_client)
     data = tmp_path / "d"
     r = import_s3(data, source, "--versions")
     assert r.exit_code == 1
@@ -490,11 +488,11 @@ def test_import_resumes_after_an_interruption(
     assert row["result"] == "refused"
     assert "InternalError" in row["detail"] and "a later run continues" in row["detail"]
     svc = svc_of(data)
-    assert [v.seq for v in svc.history(ADMIN, "network")] == [1]
-    assert len(svc.history(ADMIN, "network/prod")) == len(
+    assert [v.seq for v in svc.history.history(ADMIN, "network")] == [1]
+    assert len(svc.history.history(ADMIN, "network/prod")) == len(
         source.versions("env:/prod/network/terraform.tfstate")
     )
-    monkeypatch.setattr(cli_imports, "boto_client", real)
+    monkeypatch.setattr(s3source, "boto_client", real)
     again = import_s3(data, source, "--versions")
     assert again.exit_code == 0, again.output
     doc = report(again)
@@ -509,13 +507,13 @@ def test_import_refuses_a_path_with_another_history(
     data = tmp_path / "d"
     svc = svc_of(data)
     mine = make_state(serial=9)
-    svc.write(ADMIN, "network", mine)
+    svc.writes.write(ADMIN, "network", mine)
     r = import_s3(data, source, "--versions")
     assert r.exit_code == 1
     row = report(r)["by_key"]["network/terraform.tfstate"]
     assert row["result"] == "refused" and "already has a different history" in row["detail"]
     assert bodies(svc, "network") == [mine]
-    assert len(svc.history(ADMIN, "network/staging")) >= 2  # the others went on
+    assert len(svc.history.history(ADMIN, "network/staging")) >= 2  # the others went on
 
 
 def test_import_refused_while_the_path_is_locked(
@@ -523,13 +521,13 @@ def test_import_refused_while_the_path_is_locked(
 ) -> None:
     data = tmp_path / "d"
     svc = svc_of(data)
-    svc.lock(ADMIN, "network/prod", lock_body(who="bob@laptop"))
+    svc.locks.lock(ADMIN, "network/prod", lock_body(who="bob@laptop"))
     r = import_s3(data, source)
     assert r.exit_code == 1
     row = report(r)["by_key"]["env:/prod/network/terraform.tfstate"]
     assert row["result"] == "refused" and "locked by bob@laptop" in row["detail"]
-    assert "network/prod" not in [s.path for s in svc.list_states(ADMIN)]
-    assert svc.read(ADMIN, "network") is not None
+    assert "network/prod" not in [s.path for s in svc.history.list_states(ADMIN)]
+    assert svc.writes.read(ADMIN, "network") is not None
 
 
 def test_dry_run_writes_nothing(source: Source, aws: None, tmp_path: Path, svc_of: Any) -> None:
@@ -541,7 +539,7 @@ def test_dry_run_writes_nothing(source: Source, aws: None, tmp_path: Path, svc_o
     assert doc["by_key"]["network/terraform.tfstate"]["result"] == "would import"
     assert doc["totals"]["would_import_versions"] >= 3 + 2 + 2 + 1
     svc = svc_of(data)
-    assert svc.list_states(ADMIN) == []
+    assert svc.history.list_states(ADMIN) == []
     assert not [p for p in (data / "blobs").rglob("*") if p.is_file()]
     text = run(
         data, "import", "s3", "--bucket", source.bucket, "--endpoint-url", source.url, "--dry-run"
@@ -571,18 +569,18 @@ def test_keys_on_one_path_are_refused_before_anything_is_written(
     assert "nothing imported: several keys map to the same path" in r.stderr
     assert "network <- 'network.tfstate', 'network/terraform.tfstate'" in r.stderr
     assert "junk" not in r.stderr  # one of the two is not a state: no clash
-    assert svc_of(data).list_states(ADMIN) == []
+    assert svc_of(data).history.list_states(ADMIN) == []
     ok = import_s3(data, src, "--map", "network.tfstate=legacy/network")
     assert ok.exit_code == 0, ok.output
     assert report(ok)["by_key"]["junk/terraform.tfstate"]["detail"].startswith("not a state")
     svc = svc_of(data)
-    assert {s.path for s in svc.list_states(ADMIN)} == {
+    assert {s.path for s in svc.history.list_states(ADMIN)} == {
         "network",
         "legacy/network",
         "other",
         "junk",
     }
-    state = svc.read(ADMIN, "legacy/network")
+    state = svc.writes.read(ADMIN, "legacy/network")
     assert state is not None and state.body == put["network.tfstate"]
     skip = import_s3(tmp_path / "e", src, "--map", "network.tfstate=-")
     assert skip.exit_code == 0, skip.output
@@ -633,7 +631,7 @@ def test_paths_stateward_refuses_are_reported(
     rows = report(r)["by_key"]
     assert rows["terraform.tfstate"]["path"] == "legacy"
     assert rows["env:/dev/terraform.tfstate"]["path"] == "legacy/dev"
-    state = svc_of(tmp_path / "f").read(ADMIN, "legacy/dev")
+    state = svc_of(tmp_path / "f").writes.read(ADMIN, "legacy/dev")
     assert state is not None and state.body == put["env:/dev/terraform.tfstate"]
 
 
@@ -641,7 +639,7 @@ def test_import_is_audited(source: Source, aws: None, tmp_path: Path, svc_of: An
     data = tmp_path / "d"
     assert import_s3(data, source, "--versions").exit_code == 0
     svc = svc_of(data)
-    records = list(svc.audit_records(ADMIN, AuditQuery(path="network")))
+    records = list(svc.audit.audit_records(ADMIN, AuditQuery(path="network")))
     history = source.versions("network/terraform.tfstate")
     assert [r.version for r in records] == [1, 2, 3]
     for record, (vid, body, _) in zip(records, history, strict=True):
@@ -650,13 +648,14 @@ def test_import_is_audited(source: Source, aws: None, tmp_path: Path, svc_of: An
         assert record.operation == f"cli import s3 {where}"
         assert record.principal.startswith("cli:") and record.bytes_in == len(body)
     assert records[-1].serial == 3
-    command = [r for r in svc.audit_records(ADMIN, AuditQuery()) if r.operation == "cli import s3"]
+    records = svc.audit.audit_records(ADMIN, AuditQuery())
+    command = [r for r in records if r.operation == "cli import s3"]
     assert len(command) == 1 and command[0].action == "admin" and command[0].outcome == "ok"
-    events = [e for e in svc.events(ADMIN, "network") if e.action == "import"]
+    events = [e for e in svc.admin.events(ADMIN, "network") if e.action == "import"]
     assert sorted(e.detail for e in events)[0].startswith("seq=1 from s3://")
-    every = json.dumps([r.to_dict() for r in svc.audit_records(ADMIN, AuditQuery())])
+    every = json.dumps([r.to_dict() for r in svc.audit.audit_records(ADMIN, AuditQuery())])
     assert NEEDLE not in every and NEEDLE.encode() in history[0][1]
-    assert svc.verify_audit(ADMIN).ok
+    assert svc.audit.verify_audit(ADMIN).ok
 
 
 def test_import_files(tmp_path: Path, svc_of: Any) -> None:
@@ -673,7 +672,7 @@ def test_import_files(tmp_path: Path, svc_of: Any) -> None:
     assert report(r)["totals"]["imported_versions"] == 3
     svc = svc_of(data)
     assert bodies(svc, "team/x") == [Path(f).read_bytes() for f in files]
-    hist = sorted(svc.history(ADMIN, "team/x"), key=lambda v: v.seq)
+    hist = sorted(svc.history.history(ADMIN, "team/x"), key=lambda v: v.seq)
     assert [v.created_at for v in hist] == [1_700_000_000.0, 1_700_000_060.0, 1_700_000_120.0]
     assert [v.serial for v in hist] == [5, 2, 3] and hist[-1].client_encrypted
     again = run(data, "import", "file", *files, "--path", "team/x")
@@ -681,7 +680,7 @@ def test_import_files(tmp_path: Path, svc_of: Any) -> None:
     (tmp_path / "bad.tfstate").write_text('{"version": 3}')
     bad = run(data, "import", "file", files[0], str(tmp_path / "bad.tfstate"), "--path", "team/y")
     assert bad.exit_code == 1 and "bad.tfstate: not a state" in bad.stderr
-    assert "team/y" not in [s.path for s in svc.list_states(ADMIN)]
+    assert "team/y" not in [s.path for s in svc.history.list_states(ADMIN)]
     # the imported OpenTofu state decrypts with the vector's passphrase
     out = run(data, "pull", "team/x")
     enc = tmp_path / "enc.toml"
@@ -704,7 +703,7 @@ def _spy_on_gets(
 ) -> None:
     """The CLI's S3 clients record every GetObject's parameters (``answer`` may rewrite
     what S3 answered)."""
-    real = cli_imports.boto_client
+    real = s3source.boto_client
 
     def client_factory(*args: Any, **kw: Any) -> Any:
         client = real(*args, **kw)
@@ -718,7 +717,7 @@ def _spy_on_gets(
         client.get_object = get
         return client
 
-    monkeypatch.setattr(cli_imports, "boto_client", client_factory)
+    monkeypatch.setattr(s3source, "boto_client", client_factory)
 
 
 def _versioned_bucket(url: str, name: str) -> tuple[Any, str]:
@@ -796,9 +795,9 @@ def test_import_s3_reads_at_most_the_limit(
     s3.put_object(Bucket=bucket, Key="grown/terraform.tfstate", Body=grown)
     real_list = cli_imports.list_current
 
-    def listed_small(*args: Any) -> dict[str, list[cli_imports.ObjectVersion]]:
+    def listed_small(*args: Any) -> dict[str, list[s3source.ObjectVersion]]:
         return {
-            key: [cli_imports.ObjectVersion(v.key, v.version_id, v.modified, 10) for v in found]
+            key: [s3source.ObjectVersion(v.key, v.version_id, v.modified, 10) for v in found]
             for key, found in real_list(*args).items()
         }
 
@@ -842,7 +841,7 @@ def test_import_s3_reads_at_most_the_limit(
         f"larger than max_body_bytes ({limit} bytes)",
     )
     assert reads == [limit + 1]
-    assert svc_of(tmp_path / "e").list_states(ADMIN) == []
+    assert svc_of(tmp_path / "e").history.list_states(ADMIN) == []
 
 
 def test_import_file_checks_the_size_before_reading(
@@ -868,7 +867,7 @@ def test_import_file_checks_the_size_before_reading(
     assert f"b.tfstate: larger than max_body_bytes ({limit} bytes): {size} bytes" in r.stderr
     assert "nothing imported" in r.stderr
     assert big not in opened
-    assert svc_of(data).read(ADMIN, "team/x") is None
+    assert svc_of(data).writes.read(ADMIN, "team/x") is None
 
 
 def test_import_reads_the_null_version(
@@ -894,9 +893,9 @@ def test_import_reads_the_null_version(
     assert report(r)["by_key"]["x/terraform.tfstate"]["versions"] == 3
     svc = svc_of(data)
     assert bodies(svc, "x") == states
-    hist = sorted(svc.history(ADMIN, "x"), key=lambda v: v.seq)
+    hist = sorted(svc.history.history(ADMIN, "x"), key=lambda v: v.seq)
     assert [v.serial for v in hist] == [1, 2, 3]
-    records = list(svc.audit_records(ADMIN, AuditQuery(path="x")))
+    records = list(svc.audit.audit_records(ADMIN, AuditQuery(path="x")))
     where = f"s3://{bucket}/x/terraform.tfstate?versionId=null"
     assert records[0].version == 1 and records[0].operation == f"cli import s3 {where}"
     again = import_s3(data, src, "--versions")
@@ -921,8 +920,8 @@ def test_import_s3_resumes_after_retention(
     assert r.exit_code == 0, r.output
     assert report(r)["by_key"][key]["versions"] == 2
     svc = svc_of(data, retention=[RetentionRule(path="**", keep_versions=1)])
-    assert svc.run_maintenance(ADMIN).to_dict()["versions_removed"] == 1
-    assert [v.seq for v in svc.history(ADMIN, "app")] == [2]
+    assert svc.admin.run_maintenance(ADMIN).to_dict()["versions_removed"] == 1
+    assert [v.seq for v in svc.history.history(ADMIN, "app")] == [2]
     for body in states[2:]:
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     r = import_s3(data, src, "--versions")
@@ -954,11 +953,12 @@ def test_service_import_rules(store: Store, tmp_path: Path) -> None:
     a, b = make_state(serial=7, lineage=lineage), make_state(serial=3, lineage=lineage)
     c = make_state(serial=3, lineage=lineage, resources=2)  # serials go back, and repeat
     other = make_state(serial=1)  # another lineage
-    res = svc.import_state(ADMIN, "p/x", [_src(a, 1, 1000.0), _src(a, 2), _src(b, 3, 3000.0)])
+    sources = [_src(a, 1, 1000.0), _src(a, 2), _src(b, 3, 3000.0)]
+    res = svc.imports.import_state(ADMIN, "p/x", sources)
     assert (res.imported, res.duplicates, res.present) == ((1, 2), 1, 0)
-    res = svc.import_state(ADMIN, "p/x", [_src(a), _src(b), _src(c), _src(other)])
+    res = svc.imports.import_state(ADMIN, "p/x", [_src(a), _src(b), _src(c), _src(other)])
     assert (res.imported, res.present) == ((3, 4), 2)
-    hist = sorted(svc.history(ADMIN, "p/x"), key=lambda v: v.seq)
+    hist = sorted(svc.history.history(ADMIN, "p/x"), key=lambda v: v.seq)
     assert [(v.serial, v.kind) for v in hist] == [
         (7, "import"),
         (3, "import"),
@@ -968,38 +968,38 @@ def test_service_import_rules(store: Store, tmp_path: Path) -> None:
     assert hist[0].created_at == 1000.0 and hist[1].created_at == 3000.0
     # a normal write still meets the guards afterwards
     with pytest.raises(Conflict):
-        svc.write(ADMIN, "p/x", make_state(serial=1, lineage=lineage))
+        svc.writes.write(ADMIN, "p/x", make_state(serial=1, lineage=lineage))
     # dry run: checked, nothing written
-    res = svc.import_state(ADMIN, "p/y", [_src(a), _src(b)], dry_run=True)
-    assert (res.pending, res.imported) == (2, ()) and svc.read(ADMIN, "p/y") is None
+    res = svc.imports.import_state(ADMIN, "p/y", [_src(a), _src(b)], dry_run=True)
+    assert (res.pending, res.imported) == (2, ()) and svc.writes.read(ADMIN, "p/y") is None
     # every other check of a write
     with pytest.raises(Forbidden, match="requires OpenTofu client-side encryption"):
-        svc.import_state(ADMIN, "secure/x", [_src(a)])
-    assert svc.import_state(ADMIN, "secure/x", [_src(TOFU_STATE)]).imported == (1,)
+        svc.imports.import_state(ADMIN, "secure/x", [_src(a)])
+    assert svc.imports.import_state(ADMIN, "secure/x", [_src(TOFU_STATE)]).imported == (1,)
     with pytest.raises(TooLarge):
-        svc.import_state(ADMIN, "p/big", [_src(a), _src(make_state(pad=70 * 1024))])
-    assert [v.seq for v in svc.history(ADMIN, "p/big")] == [1]  # the prefix stays
+        svc.imports.import_state(ADMIN, "p/big", [_src(a), _src(make_state(pad=70 * 1024))])
+    assert [v.seq for v in svc.history.history(ADMIN, "p/big")] == [1]  # the prefix stays
     with pytest.raises(BadRequest, match="not valid JSON"):
-        svc.import_state(ADMIN, "p/bad", [_src(b"nope")])
+        svc.imports.import_state(ADMIN, "p/bad", [_src(b"nope")])
     with pytest.raises(BadRequest, match="empty segment"):
-        svc.import_state(ADMIN, "p//bad", [_src(a)])
-    svc.lock(ADMIN, "p/locked", lock_body())
+        svc.imports.import_state(ADMIN, "p//bad", [_src(a)])
+    svc.locks.lock(ADMIN, "p/locked", lock_body())
     with pytest.raises(Locked):
-        svc.import_state(ADMIN, "p/locked", [_src(a)])
+        svc.imports.import_state(ADMIN, "p/locked", [_src(a)])
     # a different history is refused, unless the current version already matches
     with pytest.raises(Conflict, match="already has a different history"):
-        svc.import_state(ADMIN, "p/x", [_src(b), _src(a)])
-    assert svc.import_state(ADMIN, "p/x", [_src(b), _src(other)]).current_matches
+        svc.imports.import_state(ADMIN, "p/x", [_src(b), _src(a)])
+    assert svc.imports.import_state(ADMIN, "p/x", [_src(b), _src(other)]).current_matches
     # a write during the import: the import stops rather than stack on top of it
 
     def racing() -> Iterator[ImportSource]:
         yield _src(a)
-        svc.write(ADMIN, "p/race", make_state(serial=9, lineage=lineage))
+        svc.writes.write(ADMIN, "p/race", make_state(serial=9, lineage=lineage))
         yield _src(b)
 
     with pytest.raises(Conflict, match="changed while it was being imported"):
-        svc.import_state(ADMIN, "p/race", racing())
-    assert [v.kind for v in sorted(svc.history(ADMIN, "p/race"), key=lambda v: v.seq)] == [
+        svc.imports.import_state(ADMIN, "p/race", racing())
+    assert [v.kind for v in sorted(svc.history.history(ADMIN, "p/race"), key=lambda v: v.seq)] == [
         "import",
         "write",
     ]
@@ -1016,13 +1016,13 @@ def test_service_import_needs_admin_on_the_path(store: Store, tmp_path: Path) ->
     with audit_context.begin("cli import file", "cli") as ctx:
         ctx.who = writer
         with pytest.raises(Forbidden, match="does not grant admin"):
-            svc.import_state(writer, "team/x", [_src(body)])
-    assert svc.read(ADMIN, "team/x") is None
-    denied = [r for r in svc.audit_records(ADMIN, AuditQuery(path="team/x"))]
+            svc.imports.import_state(writer, "team/x", [_src(body)])
+    assert svc.writes.read(ADMIN, "team/x") is None
+    denied = [r for r in svc.audit.audit_records(ADMIN, AuditQuery(path="team/x"))]
     assert [(r.outcome, r.action, r.principal) for r in denied] == [("denied", "admin", "w")]
-    assert svc.import_state(team, "team/x", [_src(body)]).imported == (1,)
+    assert svc.imports.import_state(team, "team/x", [_src(body)]).imported == (1,)
     with pytest.raises(Forbidden):
-        svc.import_state(team, "other/x", [_src(body)])
+        svc.imports.import_state(team, "other/x", [_src(body)])
 
 
 def test_resume_point_is_the_last_match_after_a_subsequence() -> None:
@@ -1060,43 +1060,43 @@ def test_service_import_resumes_after_retention(store: Store, tmp_path: Path) ->
         "p/gen": lambda: (_src(b, i, 1000.0 + i) for i, b in enumerate(s)),
     }
     for path in make:
-        assert svc.import_state(ADMIN, path, [_src(b) for b in s[:2]]).imported == (1, 2)
-    assert svc.run_maintenance(ADMIN).to_dict()["versions_removed"] == 3
+        assert svc.imports.import_state(ADMIN, path, [_src(b) for b in s[:2]]).imported == (1, 2)
+    assert svc.admin.run_maintenance(ADMIN).to_dict()["versions_removed"] == 3
     for path, sources in make.items():
-        assert [v.seq for v in svc.history(ADMIN, path)] == [2], path
-        dry = svc.import_state(ADMIN, path, sources(), dry_run=True)
+        assert [v.seq for v in svc.history.history(ADMIN, path)] == [2], path
+        dry = svc.imports.import_state(ADMIN, path, sources(), dry_run=True)
         assert (dry.pending, dry.imported, dry.present) == (2, (), 2), path
-        res = svc.import_state(ADMIN, path, sources())
+        res = svc.imports.import_state(ADMIN, path, sources())
         assert (res.imported, res.present, res.pending) == ((3, 4), 2, 2), path
-        hist = sorted(svc.history(ADMIN, path), key=lambda v: v.seq)
+        hist = sorted(svc.history.history(ADMIN, path), key=lambda v: v.seq)
         assert [(v.seq, v.serial, v.kind) for v in hist] == [
             (2, 2, "import"),
             (3, 3, "import"),
             (4, 4, "import"),
         ], path
         assert [v.created_at for v in hist[1:]] == [1002.0, 1003.0], path
-        again = svc.import_state(ADMIN, path, sources())
+        again = svc.imports.import_state(ADMIN, path, sources())
         assert (again.pending, again.imported, again.current_matches) == (0, (), False), path
     # retention again (keeps the current one, seq 4): still up to date
-    svc.run_maintenance(ADMIN)
-    assert svc.import_state(ADMIN, "p/list", make["p/list"]()).up_to_date
+    svc.admin.run_maintenance(ADMIN)
+    assert svc.imports.import_state(ADMIN, "p/list", make["p/list"]()).up_to_date
     # a repeated state: the import continues after its last occurrence
     a, b, c = s[0], s[1], s[2]
-    svc.import_state(ADMIN, "p/rep", [_src(a), _src(b)])
-    svc.run_maintenance(ADMIN)  # leaves b
-    res = svc.import_state(ADMIN, "p/rep", [_src(a), _src(b), _src(c), _src(b), _src(s[3])])
+    svc.imports.import_state(ADMIN, "p/rep", [_src(a), _src(b)])
+    svc.admin.run_maintenance(ADMIN)  # leaves b
+    res = svc.imports.import_state(ADMIN, "p/rep", [_src(a), _src(b), _src(c), _src(b), _src(s[3])])
     assert (res.imported, res.present) == ((3,), 4)
     # the path's versions in another order than the source's: refused as before
-    svc.import_state(ADMIN, "p/order", [_src(c), _src(a)])
+    svc.imports.import_state(ADMIN, "p/order", [_src(c), _src(a)])
     with pytest.raises(Conflict, match="already has a different history"):
-        svc.import_state(ADMIN, "p/order", [_src(a), _src(b), _src(c), _src(s[3])])
+        svc.imports.import_state(ADMIN, "p/order", [_src(a), _src(b), _src(c), _src(s[3])])
     # a source that changes between its two reads: refused before anything is written
-    svc.import_state(ADMIN, "p/changed", [_src(a), _src(b)])
-    svc.run_maintenance(ADMIN)
+    svc.imports.import_state(ADMIN, "p/changed", [_src(a), _src(b)])
+    svc.admin.run_maintenance(ADMIN)
     twice = _Twice([_src(x) for x in s], [_src(x) for x in (a, b, s[3], c)])
     with pytest.raises(Conflict, match="changed during the import"):
-        svc.import_state(ADMIN, "p/changed", twice)
-    assert [v.seq for v in svc.history(ADMIN, "p/changed")] == [2]
+        svc.imports.import_state(ADMIN, "p/changed", twice)
+    assert [v.seq for v in svc.history.history(ADMIN, "p/changed")] == [2]
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -1198,9 +1198,9 @@ def test_export_policy_per_path(
     svc = svc_of(data)
     prod = make_state(outputs={"db": {"value": "prod-secret-value", "type": "string"}})
     dev = make_state()
-    svc.write(ADMIN, "prod/db", prod)
-    svc.write(ADMIN, "dev/app", dev)
-    svc.write(ADMIN, "prod/enc", TOFU_STATE)
+    svc.writes.write(ADMIN, "prod/db", prod)
+    svc.writes.write(ADMIN, "dev/app", dev)
+    svc.writes.write(ADMIN, "prod/enc", TOFU_STATE)
     conf = tmp_path / "conf"
     conf.mkdir()
     _enc_config(conf / "prod-enc.toml", "PROD_EXPORT_PASS")
@@ -1260,8 +1260,8 @@ def test_directory_export_never_writes_through_prepared_files(tmp_path: Path, sv
     data = tmp_path / "d"
     svc = svc_of(data)
     one, two = make_state(1), make_state(2)
-    svc.write(ADMIN, "one", one)
-    svc.write(ADMIN, "two", two)
+    svc.writes.write(ADMIN, "one", one)
+    svc.writes.write(ADMIN, "two", two)
     out = tmp_path / "out"
     (out / "one").mkdir(parents=True)
     (out / "two").mkdir()
@@ -1296,7 +1296,7 @@ def test_directory_export_refuses_a_directory_others_control(
     tmp_path: Path, svc_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "d"
-    svc_of(data).write(ADMIN, "one", make_state(1))
+    svc_of(data).writes.write(ADMIN, "one", make_state(1))
 
     def refused(dest: Path, why: str) -> None:
         r = run(data, "export", str(dest), "--plaintext")

@@ -6,7 +6,7 @@
   ``KMSInvalidStateException``) to moto's backend and lets a test inject errors
   (``ThrottlingException``, ``KMSInternalException``, ``IncorrectKeyException``) that moto then
   answers over the wire like any other KMS error.
-- vault-transit and gcp-kms run against the fake servers in ``tests/fake_kms.py`` (real AES-GCM,
+- vault-transit and gcp-kms run against the fake servers in ``harness/fake_kms.py`` (real AES-GCM,
   the services' documented endpoints, error shapes and messages); the tests also assert the
   exact requests (paths, headers, JSON bodies) the providers send.
 
@@ -38,8 +38,8 @@ from stateward.crypto.providers.base import (
 from stateward.crypto.providers.gcp_kms import GcpKmsConfig, GcpKmsProvider, crc32c
 from stateward.crypto.providers.local import context_bytes
 from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
-from tests.aws import KmsBackendControl, _key_uuid
-from tests.fake_kms import FakeGcpKms, FakeVault, Reply, make_tls
+from tests.harness.aws import KmsBackendControl, _key_uuid
+from tests.harness.fake_kms import FakeGcpKms, FakeVault, Reply, make_tls
 
 CTX = {"stateward:path": "prod/net"}
 OTHER_CTX = {"stateward:path": "prod/app"}

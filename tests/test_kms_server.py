@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from stateward.crypto.barrier import parse_header
-from tests.aws import REGION, _key_uuid
-from tests.pg import Store
-from tests.support import ServerProcess, free_port, make_state, md5_b64
+from tests.harness.aws import REGION, _key_uuid
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, free_port, make_state, md5_b64
 
 LINEAGE = "7c1e4c8e-1111-2222-3333-444455556666"
 

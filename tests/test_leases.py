@@ -16,14 +16,14 @@ from sqlalchemy import func, select
 from stateward.domain.audit_record import AuditRecord
 from stateward.domain.errors import Conflict
 from stateward.domain.principal import Principal
+from stateward.gate import Caller, build_gate
 from stateward.jobs.follower import AuditFollower
-from stateward.service import context as audit_context
+from stateward.jobs.scanner import SecretScanner
 from stateward.service.core import StateService
-from stateward.service.secrets import SecretScanner
 from stateward.storage.leases import Lease
 from stateward.storage.schema import audit, secret_scans
-from tests.pg import Store
-from tests.support import make_state
+from tests.harness.pg import Store
+from tests.harness.support import make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
 
@@ -38,7 +38,7 @@ class Clock:
 
 @pytest.fixture
 def replicas(store: Store, tmp_path: Path) -> Iterator[tuple[StateService, StateService]]:
-    """Two services on one store (one data directory = one store, see tests/pg.py)."""
+    """Two services on one store (one data directory = one store, see tests/harness/pg.py)."""
     data = tmp_path / "data"
     a = store.build(data, orphan_min_age_seconds=0)
     b = store.build(data, orphan_min_age_seconds=0)
@@ -97,14 +97,14 @@ def test_two_scanners_scan_each_version_once(
 ) -> None:
     a_svc, b_svc = replicas
     for i in range(6):
-        a_svc.write(ADMIN, f"scan/p{i}", make_state(serial=1))
+        a_svc.writes.write(ADMIN, f"scan/p{i}", make_state(serial=1))
     # Without leases (the worst case: a lease expired under a paused holder) both scan at
     # once; every version still gets exactly one scan row and no integrity error.
     errors: list[BaseException] = []
 
     def scan(svc: StateService) -> None:
         try:
-            while svc.scan_pending(limit=2):
+            while svc.secrets.scan_pending(limit=2):
                 pass
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -123,11 +123,10 @@ def test_scanner_runs_only_where_the_lease_is(
     replicas: tuple[StateService, StateService],
 ) -> None:
     a_svc, b_svc = replicas
-    a_svc.write(ADMIN, "scan/one", make_state(serial=1))
+    a_svc.writes.write(ADMIN, "scan/one", make_state(serial=1))
     Lease(a_svc.engine, "secret-scanner", ttl=30, holder="someone-else").held()
-    scanner = SecretScanner(
-        b_svc, interval=0.05, lease=Lease(b_svc.engine, "secret-scanner", ttl=30, holder="b")
-    )
+    lease = Lease(b_svc.engine, "secret-scanner", ttl=30, holder="b")
+    scanner = SecretScanner(b_svc.secrets, interval=0.05, lease=lease)
     scanner.start()
     time.sleep(0.5)
     scanner.stop()
@@ -146,7 +145,7 @@ def test_followers_on_two_replicas_deliver_each_record_once(
             got[name].append(rec.seq)
 
         lease = Lease(svc.engine, "audit-sinks", ttl=6, holder=f"replica-{name}")
-        return AuditFollower(svc.engine, "sinks", [handle], interval=0.05, lease=lease)
+        return AuditFollower(svc.audit, "sinks", [handle], interval=0.05, lease=lease)
 
     fa, fb = follower(a_svc, "a"), follower(b_svc, "b")
     fa.start()
@@ -171,19 +170,19 @@ def test_rewrap_refused_while_another_runs(
     replicas: tuple[StateService, StateService],
 ) -> None:
     a_svc, b_svc = replicas
-    a_svc.write(ADMIN, "k/x", make_state(serial=1))
+    a_svc.writes.write(ADMIN, "k/x", make_state(serial=1))
     other = Lease(a_svc.engine, "key-rewrap", ttl=30, holder="replica-a")
     assert other.held()
     with pytest.raises(Conflict, match="another key rewrap is running"):
-        b_svc.rewrap(ADMIN)
+        b_svc.keys.rewrap(ADMIN)
     other.release()
-    assert b_svc.rewrap(ADMIN) >= 0
+    assert b_svc.keys.rewrap(ADMIN) >= 0
     assert Lease(a_svc.engine, "key-rewrap").holder_now() is None  # released when done
 
 
 def _audited_write(svc: StateService, path: str) -> None:
-    with audit_context.begin("POST /state", source="127.0.0.1") as ctx:
-        svc.audited(ctx, lambda: svc.write(ADMIN, path, make_state(serial=1)))
+    caller = Caller("POST /state", "127.0.0.1", principal=ADMIN)
+    build_gate(svc).call(caller, svc.writes.write, path, make_state(serial=1))
 
 
 def _audit_count(svc: StateService) -> int:

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from stateward import __version__, logs, metrics
 from stateward.config import ConfigError, load_settings
 from stateward.http import metrics as http_metrics
-from tests.aws import REGION
-from tests.pg import Store
-from tests.support import ServerProcess, lock_body, make_state, md5_b64
+from tests.harness.aws import REGION
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, lock_body, make_state, md5_b64
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -24,7 +24,7 @@ from stateward.domain import audit_chain as chain
 from stateward.domain.alerts import AlertDraft
 from stateward.domain.errors import Conflict, Locked
 from stateward.domain.principal import Principal
-from stateward.service import context as audit_context
+from stateward.gate import Caller, build_gate
 from stateward.service.core import StateService
 from stateward.service.factory import blob_store, build_service, metadata_engine
 from stateward.service.migrate import chain_check
@@ -49,9 +49,9 @@ from stateward.storage.schema import (
     tokens,
     versions,
 )
-from tests.aws import REGION, s3_client
-from tests.pg import PgCluster
-from tests.support import lock_body, make_state
+from tests.harness.aws import REGION, s3_client
+from tests.harness.pg import PgCluster
+from tests.harness.support import lock_body, make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
 AKID = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key
@@ -60,8 +60,8 @@ T = TypeVar("T")
 
 
 def audited(svc: StateService, call: Callable[[], T]) -> T:
-    with audit_context.begin("test", source="127.0.0.1") as ctx:
-        return svc.audited(ctx, call)
+    with build_gate(svc).session(Caller("test", "127.0.0.1", principal=ADMIN)) as session:
+        return session.run(lambda _who: call())
 
 
 def leaky_state(serial: int, lineage: str) -> bytes:
@@ -88,17 +88,17 @@ def populate(data: Path) -> Source:
             lineage = str(uuid.uuid4())
             for serial in range(1, 4 + n):
                 body = leaky_state(serial, lineage) if serial == 2 else make_state(serial, lineage)
-                audited(svc, lambda p=path, b=body: svc.write(ADMIN, p, b))
-        audited(svc, lambda: svc.rollback(ADMIN, PATHS[0], 1))
+                audited(svc, lambda p=path, b=body: svc.writes.write(ADMIN, p, b))
+        audited(svc, lambda: svc.writes.rollback(ADMIN, PATHS[0], 1))
         lock_id = str(uuid.uuid4())
-        audited(svc, lambda: svc.lock(ADMIN, PATHS[0], lock_body(lock_id, who="zoë@host")))
-        _view, secret = audited(svc, lambda: svc.create_token(ADMIN, "ci", ["writer"]))
-        audited(svc, lambda: svc.create_token(ADMIN, "old", ["reader"]))
-        audited(svc, lambda: svc.revoke_token(ADMIN, "old"))
-        audited(svc, lambda: svc.delete(ADMIN, PATHS[2]))
-        assert svc.scan_pending(limit=100) > 0
+        audited(svc, lambda: svc.locks.lock(ADMIN, PATHS[0], lock_body(lock_id, who="zoë@host")))
+        _view, secret = audited(svc, lambda: svc.tokens.create_token(ADMIN, "ci", ["writer"]))
+        audited(svc, lambda: svc.tokens.create_token(ADMIN, "old", ["reader"]))
+        audited(svc, lambda: svc.tokens.revoke_token(ADMIN, "old"))
+        audited(svc, lambda: svc.admin.delete(ADMIN, PATHS[2]))
+        assert svc.secrets.scan_pending(limit=100) > 0
         for i in range(2):
-            svc.store_alert(
+            svc.alerts.store_alert(
                 AlertDraft(
                     rule="mass",
                     kind="mass-destroy",
@@ -123,7 +123,7 @@ def populate(data: Path) -> Source:
         with svc.engine.connect() as conn:
             rows = conn.execute(select(versions.c.path, versions.c.seq)).all()
         for path, seq in rows:
-            bodies[(path, seq)] = svc.get_version_body(ADMIN, path, seq)[1]
+            bodies[(path, seq)] = svc.history.get_version_body(ADMIN, path, seq)[1]
         assert len(bodies) == 3 + 4 + 5 + 1
         with svc.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(secret_findings)).scalar()
@@ -287,8 +287,8 @@ def test_embedded_to_postgres_s3_and_back(
         svc = build_service(pg)
         try:
             for (path, seq), body in source.bodies.items():
-                assert svc.get_version_body(ADMIN, path, seq)[1] == body
-            assert svc.verify_audit(ADMIN).ok
+                assert svc.history.get_version_body(ADMIN, path, seq)[1] == body
+            assert svc.audit.verify_audit(ADMIN).ok
         finally:
             svc.engine.dispose()
 
@@ -330,9 +330,9 @@ def test_embedded_to_postgres_s3_and_back(
         back_svc = build_service(load_settings(back_cfg, {"data_dir": back}, env={}))
         try:
             for (path, seq), body in source.bodies.items():
-                assert back_svc.get_version_body(ADMIN, path, seq)[1] == body
-            assert back_svc.verify_audit(ADMIN).checked == len(src_audit) + 2
-            assert back_svc.authenticate_token(source.token) is not None
+                assert back_svc.history.get_version_body(ADMIN, path, seq)[1] == body
+            assert back_svc.audit.verify_audit(ADMIN).checked == len(src_audit) + 2
+            assert back_svc.tokens.authenticate_token(source.token) is not None
             _fresh_ids(back_svc, source)
         finally:
             back_svc.engine.dispose()
@@ -340,16 +340,16 @@ def test_embedded_to_postgres_s3_and_back(
         # the PostgreSQL store works on: tokens, the held lock, fresh ids (sequences moved on)
         svc = build_service(pg)
         try:
-            view = svc.authenticate_token(source.token)
+            view = svc.tokens.authenticate_token(source.token)
             assert view is not None and view.name == "ci"
-            held = svc.get_lock(ADMIN, PATHS[0])
+            held = svc.locks.get_lock(ADMIN, PATHS[0])
             assert held is not None and held.id == source.lock_id and held.who == "zoë@host"
             with pytest.raises(Locked):
-                audited(svc, lambda: svc.lock(ADMIN, PATHS[0], lock_body()))
+                audited(svc, lambda: svc.locks.lock(ADMIN, PATHS[0], lock_body()))
             with pytest.raises(Conflict, match="is locked by zoë@host"):
-                audited(svc, lambda: svc.write(ADMIN, PATHS[0], make_state(9)))
+                audited(svc, lambda: svc.writes.write(ADMIN, PATHS[0], make_state(9)))
             _fresh_ids(svc, source)
-            assert svc.verify_audit(ADMIN).ok
+            assert svc.audit.verify_audit(ADMIN).ok
         finally:
             svc.engine.dispose()
     finally:
@@ -360,9 +360,9 @@ def test_embedded_to_postgres_s3_and_back(
 def _fresh_ids(svc: StateService, source: Source) -> None:
     """New rows get ids past the copied ones (PostgreSQL: the sequences were moved on)."""
     before = {t.name: _max_id(svc.engine, t) for t in (versions, tokens, events, alerts)}
-    audited(svc, lambda: svc.write(ADMIN, "new/after/move", make_state(1)))
-    audited(svc, lambda: svc.create_token(ADMIN, "after-move", ["reader"]))
-    svc.store_alert(
+    audited(svc, lambda: svc.writes.write(ADMIN, "new/after/move", make_state(1)))
+    audited(svc, lambda: svc.tokens.create_token(ADMIN, "after-move", ["reader"]))
+    svc.alerts.store_alert(
         AlertDraft(
             rule="r",
             kind="k",
@@ -734,10 +734,10 @@ def test_sqlite_to_postgresql_copies_the_blobs_to_another_data_directory(
     svc = build_service(load_settings(cfg, {"data_dir": pg_dir}, env={}))
     try:
         for (path, seq), body in source.bodies.items():
-            assert svc.get_version_body(ADMIN, path, seq)[1] == body
+            assert svc.history.get_version_body(ADMIN, path, seq)[1] == body
         fresh = make_state(1)
-        audited(svc, lambda: svc.write(ADMIN, "team/new2", fresh))
-        assert svc.get_version_body(ADMIN, "team/new2", 1)[1] == fresh
+        audited(svc, lambda: svc.writes.write(ADMIN, "team/new2", fresh))
+        assert svc.history.get_version_body(ADMIN, "team/new2", 1)[1] == fresh
     finally:
         svc.engine.dispose()
     assert file_tree(source.data / "blobs") == src_blobs  # the source's blobs: untouched

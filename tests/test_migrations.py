@@ -59,7 +59,7 @@ from stateward.storage.engine import (
     upgrade_schema,
 )
 from stateward.storage.schema import metadata
-from tests.pg import STORES, PgCluster, close_connections
+from tests.harness.pg import STORES, PgCluster, close_connections
 
 # -- the schema of the release before migrations ----------------------------------------------
 
@@ -789,7 +789,7 @@ def test_db_status_creates_no_store(tmp_path: Path) -> None:
 
 
 def test_pg_template_is_migrated(pg_cluster: PgCluster) -> None:
-    """Every PostgreSQL test runs on a migrated schema (tests/pg.py builds its template with
+    """Every PostgreSQL test runs on a migrated schema (tests/harness/pg.py builds its template with
     init_schema); the databases handed out keep their alembic_version row."""
     url = pg_cluster.create_database()
     engine = postgres_engine(url)

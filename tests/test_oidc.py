@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 
-from stateward.auth import OidcIssuer, OidcUnavailable, OidcVerifier, looks_like_jwt
+from stateward.auth import OidcUnavailable, OidcVerifier, looks_like_jwt
 from stateward.auth._jwks import JWKS_TTL, MAX_DOCUMENT_BYTES, fetch_url
 from stateward.config import ConfigError, load_settings
+from stateward.config.oidc import OidcIssuer
 
 NOW = 1_900_000_000.0
 AUD = "https://stateward.example"

@@ -34,11 +34,12 @@ from stateward.domain.policy import (
     read_scope,
 )
 from stateward.domain.policy_lint import Finding, TokenSummary, lint
+from stateward.gate import build_gate
 from stateward.http.api import build_api
 from stateward.http.backend import LOCK_URL_METHODS, STATE_METHODS
 from stateward.service.core import StateService
-from tests.pg import Store
-from tests.support import make_state
+from tests.harness.pg import Store
+from tests.harness.support import make_state
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 6, 4, 12, 0, tzinfo=UTC)  # a Wednesday
@@ -398,7 +399,7 @@ def test_action_table_covers_every_protocol_method() -> None:
 
 def test_action_table_covers_every_api_route(service: StateService) -> None:
     requests = [op.request for op in ACTION_TABLE if op.surface == "api"]
-    for route in build_api(service).routes:
+    for route in build_api(build_gate(service)).routes:
         for method in route.methods:  # type: ignore[attr-defined]
             key = f"{method} {route.path}"  # type: ignore[attr-defined]
             assert any(r == key or r.startswith(key + "?") for r in requests), key

@@ -27,15 +27,15 @@ from stateward.cli.main import cli
 from stateward.config import ConfigError, Settings, load_settings
 from stateward.domain.errors import BadRequest, Conflict, Locked, Unavailable
 from stateward.domain.principal import Principal
-from stateward.service import context as audit_context
+from stateward.gate import Caller, build_gate
 from stateward.service.audit import AuditQuery
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.storage import engine as engine_module
 from stateward.storage.engine import WRITE_LOCK_KEY, MetadataStoreError
 from stateward.storage.schema import audit
-from tests.pg import PgCluster, Store
-from tests.support import ServerProcess, free_port, lock_body, make_state, md5_b64
+from tests.harness.pg import PgCluster, Store
+from tests.harness.support import ServerProcess, free_port, lock_body, make_state, md5_b64
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
 THREADS = 16
@@ -71,8 +71,9 @@ def race(calls: list[Callable[[], T]]) -> list[T | Exception]:
 
 def audited(svc: StateService, operation: str, call: Callable[[], T]) -> T:
     """``call`` as a transport makes it: inside an audit context, recorded exactly once."""
-    with audit_context.begin(operation, source="127.0.0.1") as ctx:
-        return svc.audited(ctx, call)
+    caller = Caller(operation, "127.0.0.1", principal=ADMIN)
+    with build_gate(svc).session(caller) as session:
+        return session.run(lambda _who: call())
 
 
 def audit_seqs(svc: StateService) -> list[int]:
@@ -124,17 +125,17 @@ def test_writes_hold_the_write_lock_and_reads_see_one_snapshot(svc: StateService
         "AND pid = pg_backend_pid() AND (classid::bigint << 32 | objid::bigint) = "
         f"{WRITE_LOCK_KEY}"
     )
-    with svc._write_tx() as conn:
+    with svc.uow.write() as conn:
         assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
         assert conn.exec_driver_sql(advisory).scalar() == 1
-    with svc._read_tx() as conn:
+    with svc.uow.read() as conn:
         assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
         assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
         assert conn.exec_driver_sql(advisory).scalar() == 0
     # the pooled connection goes back to write mode for the next write
-    with svc._write_tx() as conn:
+    with svc.uow.write() as conn:
         assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
-    # ... and the group-committed audit writes (engine.begin() outside _write_tx) hold it too
+    # ... and the group-committed audit writes (engine.begin() outside uow.write) hold it too
     with svc.engine.begin() as conn:
         assert conn.exec_driver_sql(advisory).scalar() == 1
 
@@ -147,21 +148,21 @@ def test_writes_stay_read_committed_whatever_the_database_default(
     pg_cluster.admin(f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'")
     try:
         svc = build_service(Settings(data_dir=tmp_path / "d", database_url=url))
-        with svc._write_tx() as conn:
+        with svc.uow.write() as conn:
             assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
-        svc.write(ADMIN, "a/b", make_state(serial=1, lineage="l"))
+        svc.writes.write(ADMIN, "a/b", make_state(serial=1, lineage="l"))
         # Racing serials: under a snapshot older than the lock, two writers would pass the
         # guards against the same current version and collide on its successor's seq.
         results = race(
             [
-                lambda i=i: svc.write(ADMIN, "a/b", make_state(serial=2 + i, lineage="l"))
+                lambda i=i: svc.writes.write(ADMIN, "a/b", make_state(serial=2 + i, lineage="l"))
                 for i in range(THREADS)
             ]
         )
         accepted = [r for r in results if not isinstance(r, Exception)]
         refused = [r for r in results if isinstance(r, Exception)]
         assert all(isinstance(r, Conflict) and "stale write" in str(r) for r in refused), refused
-        history = svc.history(ADMIN, "a/b")
+        history = svc.history.history(ADMIN, "a/b")
         assert len(history) == 1 + len(accepted)
         serials = [v.serial for v in reversed(history)]
         assert serials == sorted(serials) and len(set(serials)) == len(serials)
@@ -175,20 +176,20 @@ def test_a_stuck_writer_times_out_writes_but_never_blocks_reads(
 ) -> None:
     monkeypatch.setattr(engine_module, "LOCK_TIMEOUT_MS", 300)
     svc = pg.build(tmp_path / "d")
-    svc.write(ADMIN, "a/b", make_state(serial=1, lineage="l"))
+    svc.writes.write(ADMIN, "a/b", make_state(serial=1, lineage="l"))
     url = pg.url_for(tmp_path / "d")
     assert url is not None
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
         c.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK_KEY,))  # another replica, stuck
         with pytest.raises(Unavailable, match="retry later"):
-            svc.write(ADMIN, "a/b", make_state(serial=2, lineage="l"))
+            svc.writes.write(ADMIN, "a/b", make_state(serial=2, lineage="l"))
         with pytest.raises(Unavailable):
-            svc.lock(ADMIN, "a/b", lock_body("L"))
-        state = svc.read(ADMIN, "a/b")  # readers never queue behind writers
+            svc.locks.lock(ADMIN, "a/b", lock_body("L"))
+        state = svc.writes.read(ADMIN, "a/b")  # readers never queue behind writers
         assert state is not None and state.serial == 1
-        assert [v.seq for v in svc.history(ADMIN, "a/b")] == [1]
+        assert [v.seq for v in svc.history.history(ADMIN, "a/b")] == [1]
         c.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK_KEY,))
-    assert svc.write(ADMIN, "a/b", make_state(serial=2, lineage="l")).created
+    assert svc.writes.write(ADMIN, "a/b", make_state(serial=2, lineage="l")).created
 
 
 def test_values_postgresql_cannot_hold_are_refused_as_bad_requests(svc: StateService) -> None:
@@ -197,24 +198,25 @@ def test_values_postgresql_cannot_hold_are_refused_as_bad_requests(svc: StateSer
     doc = json.loads(make_state(serial=1, lineage="l"))
     doc["terraform_version"] = "1.0\x00"
     cases: list[tuple[Callable[[], object], str]] = [
-        (lambda: svc.write(ADMIN, "n/a", make_state(serial=1, lineage="x\x00y")), "NUL"),
-        (lambda: svc.write(ADMIN, "n/a", json.dumps(doc).encode()), "NUL"),
-        (lambda: svc.lock(ADMIN, "n/a", lock_body("L", who="w\x00")), "NUL"),
-        (lambda: svc.lock(ADMIN, "n/a", lock_body("L\x00")), "NUL"),
-        (lambda: svc.write(ADMIN, "n/a", make_state(serial=2**63, lineage="l")), "range"),
+        (lambda: svc.writes.write(ADMIN, "n/a", make_state(serial=1, lineage="x\x00y")), "NUL"),
+        (lambda: svc.writes.write(ADMIN, "n/a", json.dumps(doc).encode()), "NUL"),
+        (lambda: svc.locks.lock(ADMIN, "n/a", lock_body("L", who="w\x00")), "NUL"),
+        (lambda: svc.locks.lock(ADMIN, "n/a", lock_body("L\x00")), "NUL"),
+        (lambda: svc.writes.write(ADMIN, "n/a", make_state(serial=2**63, lineage="l")), "range"),
     ]
     for call, why in cases:
         with pytest.raises(BadRequest, match=why) as err:
             audited(svc, "test", call)
         assert "\x00" not in str(err.value)
-    assert svc.list_states(ADMIN, include_deleted=True) == [] and svc.list_locks(ADMIN) == []
-    assert [r.status for r in svc.audit_records(ADMIN, AuditQuery())] == [400] * len(cases)
-    assert svc.verify_audit(ADMIN).ok
+    assert svc.history.list_states(ADMIN, include_deleted=True) == []
+    assert svc.locks.list_locks(ADMIN) == []
+    assert [r.status for r in svc.audit.audit_records(ADMIN, AuditQuery())] == [400] * len(cases)
+    assert svc.audit.verify_audit(ADMIN).ok
 
 
 def test_a_database_restart_costs_one_retried_request(svc: StateService, pg: Store) -> None:
-    svc.write(ADMIN, "r/a", make_state(serial=1, lineage="l"))
-    race([lambda: svc.read(ADMIN, "r/a") for _ in range(6)])  # several pooled connections
+    svc.writes.write(ADMIN, "r/a", make_state(serial=1, lineage="l"))
+    race([lambda: svc.writes.read(ADMIN, "r/a") for _ in range(6)])  # several pooled connections
     url = svc.settings.database_url
     assert url is not None
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
@@ -226,12 +228,12 @@ def test_a_database_restart_costs_one_retried_request(svc: StateService, pg: Sto
     failures = 0
     for _ in range(10):
         try:
-            assert svc.read(ADMIN, "r/a") is not None
+            assert svc.writes.read(ADMIN, "r/a") is not None
         except Unavailable as exc:
             assert exc.retry  # 503 with Retry-After: Terraform retries it
             failures += 1
     assert failures == 1
-    assert svc.write(ADMIN, "r/a", make_state(serial=2, lineage="l")).created
+    assert svc.writes.write(ADMIN, "r/a", make_state(serial=2, lineage="l")).created
 
 
 # -- concurrency ------------------------------------------------------------------------------
@@ -247,7 +249,9 @@ def test_racing_locks_have_exactly_one_winner(
     for rnd in range(5):
         path = f"race/lock-{rnd}"
         calls = [
-            lambda i=i, path=path: replicas[i % services].lock(ADMIN, path, lock_body(f"L{i}"))
+            lambda i=i, path=path: replicas[i % services].locks.lock(
+                ADMIN, path, lock_body(f"L{i}")
+            )
             for i in range(THREADS)
         ]
         results = race(calls)
@@ -257,7 +261,7 @@ def test_racing_locks_have_exactly_one_winner(
         assert all(isinstance(r, Locked) for r in lost), lost
         assert {json.loads(r.holder)["ID"] for r in lost if isinstance(r, Locked)} == {won[0].id}
         for replica in replicas:  # every replica sees the one holder
-            lock = replica.get_lock(ADMIN, path)
+            lock = replica.locks.get_lock(ADMIN, path)
             assert lock is not None and lock.id == won[0].id
 
 
@@ -270,7 +274,7 @@ def test_racing_writers_of_one_serial_make_exactly_one_version(
     # an empty path: every writer may create it (any lineage), only one does
     results = race(
         [
-            lambda i=i: replicas[i % services].write(
+            lambda i=i: replicas[i % services].writes.write(
                 ADMIN, "race/new", make_state(serial=1, lineage=f"lineage-{i}")
             )
             for i in range(THREADS)
@@ -279,12 +283,12 @@ def test_racing_writers_of_one_serial_make_exactly_one_version(
     created = [r for r in results if not isinstance(r, Exception) and r.created]
     assert len(created) == 1 and created[0].seq == 1, results
     assert all(isinstance(r, Conflict) for r in results if isinstance(r, Exception)), results
-    assert len(first.history(ADMIN, "race/new")) == 1
+    assert len(first.history.history(ADMIN, "race/new")) == 1
     # an existing path: the same next serial with different contents, one wins
-    first.write(ADMIN, "race/next", make_state(serial=1, lineage="lin"))
+    first.writes.write(ADMIN, "race/next", make_state(serial=1, lineage="lin"))
     results = race(
         [
-            lambda i=i: replicas[i % services].write(
+            lambda i=i: replicas[i % services].writes.write(
                 ADMIN, "race/next", make_state(serial=2, lineage="lin", resources=i + 1)
             )
             for i in range(THREADS)
@@ -297,7 +301,7 @@ def test_racing_writers_of_one_serial_make_exactly_one_version(
         for r in results
         if isinstance(r, Exception)
     ), results
-    assert [v.seq for v in first.history(ADMIN, "race/next")] == [2, 1]
+    assert [v.seq for v in first.history.history(ADMIN, "race/next")] == [2, 1]
 
 
 @pytest.mark.parametrize("services", [1, 2], ids=["one-service", "two-replicas"])
@@ -314,21 +318,21 @@ def test_concurrent_writers_keep_one_audit_chain(
         path = f"chain/p{i}"
         lineage = f"lin-{i}"
         for serial in range(1, rounds + 1):
-            audited(svc, "POST /state", lambda s=serial: svc.write(
+            audited(svc, "POST /state", lambda s=serial: svc.writes.write(
                 ADMIN, path, make_state(serial=s, lineage=lineage)))  # fmt: skip
-            audited(svc, "GET /state", lambda: svc.read(ADMIN, path))
+            audited(svc, "GET /state", lambda: svc.writes.read(ADMIN, path))
         return rounds * 2
 
     results = race([lambda i=i: worker(i) for i in range(THREADS)])
     assert all(r == rounds * 2 for r in results), results
     total = THREADS * rounds * 2
     for replica in replicas:
-        report = replica.verify_audit(ADMIN)
+        report = replica.audit.verify_audit(ADMIN)
         assert report.ok and report.checked == total, report
     assert audit_seqs(replicas[0]) == list(range(1, total + 1))
     for i in range(THREADS):
-        assert len(replicas[0].history(ADMIN, f"chain/p{i}")) == rounds
-    actions = [r.action for r in replicas[0].audit_records(ADMIN, AuditQuery())]
+        assert len(replicas[0].history.history(ADMIN, f"chain/p{i}")) == rounds
+    actions = [r.action for r in replicas[0].audit.audit_records(ADMIN, AuditQuery())]
     assert actions.count("write") == actions.count("read") == THREADS * rounds
 
 

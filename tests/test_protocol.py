@@ -1,4 +1,4 @@
-"""The ``http`` backend protocol (docs: shared/PROTOCOL.md), row by row, over real HTTP.
+"""The ``http`` backend protocol (docs/protocol.md), row by row, over real HTTP.
 
 Every test talks to a real ``stateward serve`` process with httpx, the way Terraform and
 OpenTofu do: custom methods LOCK/UNLOCK, ``Content-Md5`` on every body, chunked bodies,
@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.pg import Store
-from tests.support import (
+from tests.harness.pg import Store
+from tests.harness.support import (
     TOFU_ENCRYPTED,
     TOFU_LINEAGE,
     TOFU_SHA256,

@@ -1,4 +1,4 @@
-"""The S3 blob store against moto's S3 in server mode (tests/aws.py), over real HTTP: the store
+"""The S3 blob store against moto's S3 in server mode (harness/aws.py), over real HTTP: the store
 alone, a service on it, and a real ``stateward serve`` process configured for it.
 
 What only S3 has to prove; everything else about it is proven by the suites that run on both
@@ -21,9 +21,10 @@ from stateward.domain.errors import Unavailable
 from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
+from stateward.storage.errors import StoreUnavailable
 from stateward.storage.s3 import S3BlobStore, S3BlobStoreConfig
-from tests.aws import REGION
-from tests.support import ServerProcess, free_port, make_state, md5_b64
+from tests.harness.aws import REGION
+from tests.harness.support import ServerProcess, free_port, make_state, md5_b64
 
 ALICE = Principal("alice", roles=("admin",))
 P = "team/app/prod"
@@ -32,7 +33,7 @@ LINEAGE = "7c1e4c8e-1111-2222-3333-444455556666"
 
 @pytest.fixture(scope="session")
 def moto_url(s3_url: str) -> str:
-    """The session's moto server (tests/aws.py), the one the PostgreSQL + S3 store of the other
+    """The session's moto server (harness/aws.py), the one the PostgreSQL + S3 store of the other
     suites uses too; KMS keys for SSE-KMS live there as well."""
     return s3_url
 
@@ -149,17 +150,17 @@ def test_unreachable_endpoint_is_unavailable(aws_env: None) -> None:
         lambda: store.delete(_key()),
         lambda: list(store.list()),
     ):
-        with pytest.raises(Unavailable, match="blob store unavailable") as err:
+        with pytest.raises(StoreUnavailable, match="blob store unavailable") as err:
             call()
         assert err.value.retry and "testing" not in str(err.value)
 
 
 def test_missing_bucket_is_unavailable_without_retry(moto_url: str, aws_env: None) -> None:
     store = S3BlobStore(_config(moto_url, "no-such-bucket-here"))
-    with pytest.raises(Unavailable, match="NoSuchBucket") as err:
+    with pytest.raises(StoreUnavailable, match="NoSuchBucket") as err:
         store.put(_key(), b"x")
     assert not err.value.retry
-    with pytest.raises(Unavailable, match="NoSuchBucket"):
+    with pytest.raises(StoreUnavailable, match="NoSuchBucket"):
         list(store.list())
 
 
@@ -232,14 +233,14 @@ def test_service_on_s3(s3_service: StateService, s3: Any, bucket: str, tmp_path:
     svc = s3_service
     assert isinstance(svc.barrier.blobs, S3BlobStore)
     b1, b2 = _state(1), _state(2)
-    assert svc.write(ALICE, P, b1).created
-    assert svc.write(ALICE, P, b2).created
-    assert not svc.write(ALICE, P, b2).created  # identical re-send stores nothing new
-    assert svc.read(ALICE, P).body == b2  # type: ignore[union-attr]
-    assert [v.seq for v in svc.history(ALICE, P)] == [2, 1]
-    assert svc.get_version_body(ALICE, P, 1)[1] == b1
-    assert svc.rollback(ALICE, P, 1).seq == 3
-    assert svc.read(ALICE, P).body == b1  # type: ignore[union-attr]
+    assert svc.writes.write(ALICE, P, b1).created
+    assert svc.writes.write(ALICE, P, b2).created
+    assert not svc.writes.write(ALICE, P, b2).created  # identical re-send stores nothing new
+    assert svc.writes.read(ALICE, P).body == b2  # type: ignore[union-attr]
+    assert [v.seq for v in svc.history.history(ALICE, P)] == [2, 1]
+    assert svc.history.get_version_body(ALICE, P, 1)[1] == b1
+    assert svc.writes.rollback(ALICE, P, 1).seq == 3
+    assert svc.writes.read(ALICE, P).body == b1  # type: ignore[union-attr]
 
     objects = _objects(s3, bucket)
     assert len(objects) == 3 and all(k.startswith("stateward/") for k in objects)
@@ -250,21 +251,21 @@ def test_service_on_s3(s3_service: StateService, s3: Any, bucket: str, tmp_path:
 
     # orphan collection removes an unreferenced object, keeps the referenced ones
     svc.barrier.blobs.put(orphan := _key(), b"left by a crash")
-    assert svc.run_maintenance(ALICE).orphans_removed == 1
+    assert svc.admin.run_maintenance(ALICE).orphans_removed == 1
     assert f"stateward/{orphan[:2]}/{orphan}" not in _objects(s3, bucket)
     assert len(_objects(s3, bucket)) == 3
 
-    svc.delete(ALICE, P)
-    svc.purge(ALICE, P)
+    svc.admin.delete(ALICE, P)
+    svc.admin.purge(ALICE, P)
     assert _objects(s3, bucket) == {}
 
 
 def test_missing_object_is_blob_missing(s3_service: StateService, s3: Any, bucket: str) -> None:
-    s3_service.write(ALICE, P, _state(1))
+    s3_service.writes.write(ALICE, P, _state(1))
     (name,) = _objects(s3, bucket)
     s3.delete_object(Bucket=bucket, Key=name)
     with pytest.raises(Unavailable, match="is missing"):
-        s3_service.read(ALICE, P)
+        s3_service.writes.read(ALICE, P)
 
 
 def test_service_with_unreachable_bucket_fails_closed(tmp_path: Path, aws_env: None) -> None:
@@ -273,9 +274,10 @@ def test_service_with_unreachable_bucket_fails_closed(tmp_path: Path, aws_env: N
     svc = build_service(Settings(data_dir=tmp_path / "data", blob_store=config))
     try:
         with pytest.raises(Unavailable, match="blob store unavailable") as err:
-            svc.write(ALICE, P, _state(1))
+            svc.writes.write(ALICE, P, _state(1))
         assert err.value.retry
-        assert svc.read(ALICE, P) is None  # no version points at a blob that was never stored
+        # no version points at a blob that was never stored
+        assert svc.writes.read(ALICE, P) is None
     finally:
         svc.engine.dispose()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.pg import Store
-from tests.support import ServerProcess, make_state, md5_b64
+from tests.harness.pg import Store
+from tests.harness.support import ServerProcess, make_state, md5_b64
 
 AKID = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key
 

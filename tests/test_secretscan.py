@@ -28,6 +28,7 @@ from stateward.domain.secretscan import (
     scan_report,
 )
 from stateward.domain.statefile import parse_state
+from tests.harness.support import TERRAFORM_111, TOFU_ENCRYPTED, make_state
 from tests.secret_catalog import (
     STATES,
     entry_location,
@@ -35,7 +36,6 @@ from tests.secret_catalog import (
     load_entries,
     state_bytes,
 )
-from tests.support import TERRAFORM_111, TOFU_ENCRYPTED, make_state
 
 EXPECTED: dict[str, list[list[str]]] = json.loads((STATES / "expected.json").read_text())
 STATE_FILES = sorted(EXPECTED)
@@ -143,7 +143,7 @@ def test_kind_sets_partition_kinds() -> None:
 
 
 def test_the_repo_test_state_shape() -> None:
-    """``tests.support.make_state``: Terraform 1.11.4, terraform_data, a sensitive output."""
+    """``make_state`` (harness/support.py): Terraform 1.11.4, terraform_data, a sensitive output."""
     findings = scan(make_state(resources=20, pad=5000))
     assert [(f.location, f.kind, f.json_pointer) for f in findings] == [
         ("outputs.secret", "sensitive-output", "/outputs/secret/value")

@@ -34,8 +34,8 @@ from hypothesis.stateful import (
 from stateward.domain.errors import Conflict, Forbidden, Locked, NotFound, ServiceError
 from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
-from tests.pg import Store
-from tests.support import lock_body, make_state, tofu_force_unlock_body
+from tests.harness.pg import Store
+from tests.harness.support import lock_body, make_state, tofu_force_unlock_body
 
 WHO = Principal("machine", roles=("admin",))
 PATH = "team/app/prod"
@@ -96,23 +96,23 @@ class ServiceMachine(RuleBasedStateMachine):
     # -- observation ----------------------------------------------------------------------
 
     def observe(self, path: str = PATH) -> tuple[Any, ...]:
-        cur = self.svc.read(WHO, path)
+        cur = self.svc.writes.read(WHO, path)
         try:
             hist = tuple(
                 (v.seq, v.serial, v.lineage, v.sha256, v.current, v.kind)
-                for v in self.svc.history(WHO, path, limit=1000)
+                for v in self.svc.history.history(WHO, path, limit=1000)
             )
         except NotFound:
             hist = ()
         listing = tuple(
             (s.path, s.seq, s.protected, s.deleted_at is not None, s.lock_id)
-            for s in self.svc.list_states(WHO, include_deleted=True)
+            for s in self.svc.history.list_states(WHO, include_deleted=True)
             if s.path == path
         )
         return (
             None if cur is None else (bytes(cur.body), cur.seq),
             hist,
-            self.svc.get_lock_info(WHO, path),
+            self.svc.locks.get_lock_info(WHO, path),
             listing,
         )
 
@@ -154,8 +154,8 @@ class ServiceMachine(RuleBasedStateMachine):
     @initialize()
     def seed_neighbour(self) -> None:
         other = lock_body("N1", who="neighbour@host")
-        self.svc.write(WHO, NEIGHBOUR, state_body(3, "lin-n", 1))
-        self.svc.lock(WHO, NEIGHBOUR, other)
+        self.svc.writes.write(WHO, NEIGHBOUR, state_body(3, "lin-n", 1))
+        self.svc.locks.lock(WHO, NEIGHBOUR, other)
         self.neighbour = self.observe(NEIGHBOUR)
 
     # -- locks ----------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class ServiceMachine(RuleBasedStateMachine):
             expected: type[ServiceError] | str = OK
         else:
             expected = Locked
-        out = self.run(expected, lambda: self.svc.lock(WHO, PATH, body))
+        out = self.run(expected, lambda: self.svc.locks.lock(WHO, PATH, body))
         if expected is OK:
             assert out.id == client
             if self.holder is None:
@@ -187,7 +187,7 @@ class ServiceMachine(RuleBasedStateMachine):
         expected: type[ServiceError] | str = (
             Locked if self.holder is not None and self.holder != client and not force else OK
         )
-        self.run(expected, lambda: self.svc.unlock(WHO, PATH, body))
+        self.run(expected, lambda: self.svc.locks.unlock(WHO, PATH, body))
         if expected is OK:
             self.holder = self.holder_raw = None
 
@@ -213,7 +213,7 @@ class ServiceMachine(RuleBasedStateMachine):
     def do_write(self, body: bytes, lock_id: str | None) -> None:
         expected = self.expect_write(body, lock_id)
         bypass = self.current_body() is None or self.override
-        out = self.run(expected, lambda: self.svc.write(WHO, PATH, body, lock_id))
+        out = self.run(expected, lambda: self.svc.writes.write(WHO, PATH, body, lock_id))
         if expected == "noop":
             assert not out.created and out.seq == self.current
         elif expected == "create":
@@ -267,27 +267,27 @@ class ServiceMachine(RuleBasedStateMachine):
             expected = Locked
         else:
             expected = OK
-        self.run(expected, lambda: self.svc.delete(WHO, PATH))
+        self.run(expected, lambda: self.svc.admin.delete(WHO, PATH))
         if expected is OK:
             self.deleted = True
 
     @rule()
     def restore(self) -> None:
         expected = OK if self.exists and self.deleted else NotFound
-        self.run(expected, lambda: self.svc.restore(WHO, PATH))
+        self.run(expected, lambda: self.svc.admin.restore(WHO, PATH))
         if expected is OK:
             self.deleted = False
             self.exempt = True
 
     @rule(flag=st.booleans())
     def protect(self, flag: bool) -> None:
-        self.run(OK, lambda: self.svc.set_protected(WHO, PATH, flag))
+        self.run(OK, lambda: self.svc.admin.set_protected(WHO, PATH, flag))
         self.exists = True
         self.protected = flag
 
     @rule()
     def allow_next_write(self) -> None:
-        self.run(OK, lambda: self.svc.allow_next_write(WHO, PATH))
+        self.run(OK, lambda: self.svc.admin.allow_next_write(WHO, PATH))
         self.exists = True
         self.override = True
 
@@ -310,7 +310,7 @@ class ServiceMachine(RuleBasedStateMachine):
             expected = "noop"
         else:
             expected = "create"
-        out = self.run(expected, lambda: self.svc.rollback(WHO, PATH, seq, lid))
+        out = self.run(expected, lambda: self.svc.writes.rollback(WHO, PATH, seq, lid))
         if expected == "noop":
             assert not out.created and out.seq == self.current
         elif expected == "create":
@@ -339,20 +339,20 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @invariant()
     def at_most_one_lock_holder(self) -> None:
-        held = [lk for lk in self.svc.list_locks(WHO) if lk.path == PATH]
+        held = [lk for lk in self.svc.locks.list_locks(WHO) if lk.path == PATH]
         assert len(held) <= 1
         assert [lk.id for lk in held] == ([] if self.holder is None else [self.holder])
 
     @invariant()
     def versions_are_immutable(self) -> None:
         for seq, body in self.versions.items():
-            view, stored = self.svc.get_version_body(WHO, PATH, seq)
+            view, stored = self.svc.history.get_version_body(WHO, PATH, seq)
             assert bytes(stored) == body
             assert (view.lineage, view.serial) == summary(body)
 
     @invariant()
     def serial_only_grows_within_a_lineage(self) -> None:
-        stored = self.svc.read(WHO, PATH)
+        stored = self.svc.writes.read(WHO, PATH)
         now = None if stored is None else summary(bytes(stored.body))
         if now is not None and self.last_seen is not None and not self.exempt:
             assert now[0] == self.last_seen[0], "lineage changed without an override"

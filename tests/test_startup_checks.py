@@ -16,8 +16,8 @@ from stateward.domain.principal import Principal
 from stateward.service.factory import build_service
 from stateward.service.startup import StartupError, check_before_serving
 from stateward.storage.schema import blob_keys
-from tests.pg import PgCluster, Store
-from tests.support import make_state
+from tests.harness.pg import PgCluster, Store
+from tests.harness.support import make_state
 
 ADMIN = Principal("admin", roles=("admin",), source="127.0.0.1")
 
@@ -53,7 +53,7 @@ def test_a_replica_with_its_own_token_key_is_refused(store: Store, tmp_path: Pat
 def test_a_replica_with_a_new_key_file_is_refused(store: Store, tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = store.build(data, **_keys(tmp_path, "keys"))
-    first.write(ADMIN, "team/app", make_state(serial=1))
+    first.writes.write(ADMIN, "team/app", make_state(serial=1))
     check_before_serving(first)
     # same token key, but a master key of its own (created fresh on start)
     fresh = store.build(
@@ -112,7 +112,7 @@ def test_missing_blobs_neither_hide_a_wrong_key_nor_stop_a_right_one(
     data = tmp_path / "data"
     first = store.build(data, **_keys(tmp_path, "keys"))
     for i in range(3):
-        first.write(ADMIN, f"team/app{i}", make_state(serial=1))
+        first.writes.write(ADMIN, f"team/app{i}", make_state(serial=1))
     with first.engine.connect() as conn:
         blob_keys_in_order = sorted(conn.execute(select(blob_keys.c.blob_key)).scalars())
     first.barrier.blobs.delete(blob_keys_in_order[0])  # the first sample is gone

@@ -35,13 +35,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from stateward.config import ConfigError, Settings, load_settings
+from stateward.gate import build_gate
 from stateward.http.app import create_app
 from stateward.http.clientinfo import ClientResolver
 from stateward.http.tls import PeerCertH11Protocol, TlsConfig, common_name, rfc4514_name
 from stateward.service.factory import build_service
-from tests.pg import Store
-from tests.support import TERRAFORM_111, ServerProcess, free_port, lock_body, make_state
-from tests.support import terraform_env as tf_env
+from tests.harness.pg import Store
+from tests.harness.support import TERRAFORM_111, ServerProcess, free_port, lock_body, make_state
+from tests.harness.support import terraform_env as tf_env
 
 SECURITY = {
     "x-content-type-options": "nosniff",
@@ -413,7 +414,7 @@ def test_rfc4514_names_round_trip() -> None:
 
 def test_plain_http_security_headers_without_hsts(tmp_path: Path, store: Store) -> None:
     service = build_service(store.settings(tmp_path / "d"))
-    app = create_app(service, run_maintenance=False)
+    app = create_app(build_gate(service), run_jobs=False)
 
     async def go() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

@@ -1,6 +1,6 @@
 """OpenTofu client-side encryption interop (stateward.tofu and ``stateward tofu``).
 
-Ground truth is tests/vectors/tofu, a copy of shared/tofu-vectors (see its README): files
+Ground truth is tests/vectors/tofu (see its README): files
 written by OpenTofu's own encryption code plus deterministic samples. Every file there is
 exercised; a file added without a row in VECTORS fails ``test_every_vector_file_is_covered``.
 
@@ -51,7 +51,7 @@ from stateward.tofu.methods import AesGcm, Unencrypted
 from stateward.tofu.providers.pbkdf2 import Pbkdf2Params, Pbkdf2Provider, derive
 from stateward.tofu.rand import Scripted
 from stateward.tofu.secret import Secret
-from tests.support import free_port
+from tests.harness.support import free_port
 
 VECTORS = Path(
     os.environ.get("STATEWARD_TOFU_VECTORS", Path(__file__).parent / "vectors" / "tofu")

@@ -25,7 +25,7 @@ from stateward.domain.principal import Principal
 from stateward.service.core import StateService
 from stateward.service.factory import build_service
 from stateward.service.tokens import LAST_USED_RESOLUTION, validate_glob
-from tests.pg import Store, db_dump
+from tests.harness.pg import Store, db_dump
 
 WHO = Principal(name="tester", roles=("admin",))
 T0 = 1_800_000_000.0
@@ -80,12 +80,12 @@ def test_cli_create_prints_secret_last_and_list_hides_it(tmp_path: Path, store: 
 
 
 def test_secret_and_key_never_in_database_or_data_dir(svc: StateService) -> None:
-    _, secret = svc.create_token(WHO, "a", ["admin"])
-    first = svc.ensure_initial_admin_token(WHO)
+    _, secret = svc.tokens.create_token(WHO, "a", ["admin"])
+    first = svc.tokens.ensure_initial_admin_token(WHO)
     assert first is None  # a token exists already
-    assert svc.authenticate_token(secret) is not None
-    svc.revoke_token(WHO, "a")
-    key = svc.token_key_path.read_bytes()
+    assert svc.tokens.authenticate_token(secret) is not None
+    svc.tokens.revoke_token(WHO, "a")
+    key = svc.tokens.token_key_path.read_bytes()
     raw = base64.urlsafe_b64decode(secret[4:] + "=")
     dump = db_dump(svc.engine)  # every stored value, on either store
     for needle in (secret.encode(), raw, raw.hex().encode(), key, key.hex().encode()):
@@ -102,7 +102,7 @@ def test_secret_and_key_never_in_database_or_data_dir(svc: StateService) -> None
 
 def test_key_file_mode_location_and_custom_path(tmp_path: Path, store: Store) -> None:
     svc = build_service(store.settings(tmp_path / "d1", token_key_file=None))  # the default
-    svc.create_token(WHO, "a", ["admin"])
+    svc.tokens.create_token(WHO, "a", ["admin"])
     key_file = tmp_path / "d1" / "token.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.stat().st_size == 32
     assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".")] == []
@@ -110,10 +110,10 @@ def test_key_file_mode_location_and_custom_path(tmp_path: Path, store: Store) ->
     custom = tmp_path / "secrets" / "tk"
     custom.parent.mkdir()
     svc = build_service(store.settings(tmp_path / "d2", token_key_file=custom))
-    _, secret = svc.create_token(WHO, "a", ["admin"])
+    _, secret = svc.tokens.create_token(WHO, "a", ["admin"])
     assert custom.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "d2" / "token.key").exists()
-    assert svc.authenticate_token(secret) is not None
+    assert svc.tokens.authenticate_token(secret) is not None
     svc.engine.dispose()
     before = custom.read_bytes()
     assert crypto.load_or_create_key(custom).digest("x") == crypto.TokenKey(before).digest("x")
@@ -121,15 +121,15 @@ def test_key_file_mode_location_and_custom_path(tmp_path: Path, store: Store) ->
 
 
 def test_authenticate_ok_wrong_malformed_revoked_expired(svc: StateService) -> None:
-    _, secret = svc.create_token(
+    _, secret = svc.tokens.create_token(
         WHO, "ci", ["writer", "reader"], ["prod/**", "*/net"], expires_at=T0 + 3600
     )
-    ok = svc.authenticate_token(secret)
+    ok = svc.tokens.authenticate_token(secret)
     assert ok is not None and ok.name == "ci" and ok.roles == ("writer", "reader")
     assert ok.paths == ("prod/**", "*/net") and ok.created_by == "tester"
-    assert svc.authenticate_token(crypto.new_token()) is None
+    assert svc.tokens.authenticate_token(crypto.new_token()) is None
     flipped = secret[:-2] + ("A" if secret[-2] != "A" else "B") + secret[-1]
-    assert svc.authenticate_token(flipped) is None
+    assert svc.tokens.authenticate_token(flipped) is None
     for bad in (
         "",
         "swt_",
@@ -140,18 +140,18 @@ def test_authenticate_ok_wrong_malformed_revoked_expired(svc: StateService) -> N
         secret.upper(),
         "x" * 10_000,
     ):
-        assert svc.authenticate_token(bad) is None
-    assert svc.authenticate_token(secret, now=T0 + 3599) is not None
-    assert svc.authenticate_token(secret, now=T0 + 3600) is None
-    svc.revoke_token(WHO, "ci")
-    assert svc.authenticate_token(secret, now=T0 + 10) is None
-    assert svc.revoke_token(WHO, "ci").revoked_at == T0  # revoking twice changes nothing
+        assert svc.tokens.authenticate_token(bad) is None
+    assert svc.tokens.authenticate_token(secret, now=T0 + 3599) is not None
+    assert svc.tokens.authenticate_token(secret, now=T0 + 3600) is None
+    svc.tokens.revoke_token(WHO, "ci")
+    assert svc.tokens.authenticate_token(secret, now=T0 + 10) is None
+    assert svc.tokens.revoke_token(WHO, "ci").revoked_at == T0  # revoking twice changes nothing
     with pytest.raises(NotFound, match="no token named nope"):
-        svc.revoke_token(WHO, "nope")
+        svc.tokens.revoke_token(WHO, "nope")
 
 
 def test_last_used_updated_but_throttled(svc: StateService) -> None:
-    _, secret = svc.create_token(WHO, "ci", ["writer"])
+    _, secret = svc.tokens.create_token(WHO, "ci", ["writer"])
     writes: list[str] = []
 
     def count(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
@@ -159,17 +159,17 @@ def test_last_used_updated_but_throttled(svc: StateService) -> None:
             writes.append(stmt)
 
     event.listen(svc.engine, "before_cursor_execute", count)
-    first = svc.authenticate_token(secret, now=T0 + 5)
+    first = svc.tokens.authenticate_token(secret, now=T0 + 5)
     assert first is not None and first.last_used_at == T0 + 5
     for i in range(20):
-        assert svc.authenticate_token(secret, now=T0 + 6 + i) is not None
+        assert svc.tokens.authenticate_token(secret, now=T0 + 6 + i) is not None
     assert len(writes) == 1
-    [stored] = svc.list_tokens(WHO)
+    [stored] = svc.tokens.list_tokens(WHO)
     assert stored.last_used_at == T0 + 5
     later = T0 + 5 + LAST_USED_RESOLUTION
-    again = svc.authenticate_token(secret, now=later)
+    again = svc.tokens.authenticate_token(secret, now=later)
     assert again is not None and again.last_used_at == later
-    assert len(writes) == 2 and svc.list_tokens(WHO)[0].last_used_at == later
+    assert len(writes) == 2 and svc.tokens.list_tokens(WHO)[0].last_used_at == later
 
 
 def test_malformed_token_never_queries_the_database(svc: StateService) -> None:
@@ -178,21 +178,21 @@ def test_malformed_token_never_queries_the_database(svc: StateService) -> None:
         svc.engine, "before_cursor_execute", lambda _c, _cur, stmt, *_a: statements.append(stmt)
     )
     for bad in ("", "nope", "swt_short", "swt_" + "=" * 43, "ghp_" + "a" * 43, "x" * 1_000_000):
-        assert svc.authenticate_token(bad) is None
+        assert svc.tokens.authenticate_token(bad) is None
     assert statements == []
-    assert not svc.token_key_path.exists()  # not even the key was needed
-    svc.authenticate_token(crypto.new_token())
+    assert not svc.tokens.token_key_path.exists()  # not even the key was needed
+    svc.tokens.authenticate_token(crypto.new_token())
     assert statements  # a well-formed one is looked up
 
 
 def test_duplicate_names_refused(svc: StateService, tmp_path: Path) -> None:
-    svc.create_token(WHO, "ci", ["writer"])
+    svc.tokens.create_token(WHO, "ci", ["writer"])
     with pytest.raises(Conflict, match="already exists"):
-        svc.create_token(WHO, "ci", ["reader"])
-    svc.revoke_token(WHO, "ci")
+        svc.tokens.create_token(WHO, "ci", ["reader"])
+    svc.tokens.revoke_token(WHO, "ci")
     with pytest.raises(Conflict, match="never reused"):
-        svc.create_token(WHO, "ci", ["reader"])
-    assert len(svc.list_tokens(WHO)) == 1
+        svc.tokens.create_token(WHO, "ci", ["reader"])
+    assert len(svc.tokens.list_tokens(WHO)) == 1
 
 
 @pytest.mark.parametrize(
@@ -247,25 +247,25 @@ def test_expiry_parsing() -> None:
 
 def test_service_refuses_past_expiry(svc: StateService) -> None:
     with pytest.raises(BadRequest, match="not in the future"):
-        svc.create_token(WHO, "t", ["w"], expires_at=T0)
+        svc.tokens.create_token(WHO, "t", ["w"], expires_at=T0)
 
 
 def test_initial_admin_token_created_once(svc: StateService) -> None:
-    secret = svc.ensure_initial_admin_token(WHO)
+    secret = svc.tokens.ensure_initial_admin_token(WHO)
     assert secret is not None and crypto.is_well_formed(secret)
-    view = svc.authenticate_token(secret)
+    view = svc.tokens.authenticate_token(secret)
     assert view is not None and view.name == "initial-admin" and view.roles == ("admin",)
     assert view.paths == () and view.expires_at is None
-    assert svc.ensure_initial_admin_token(WHO) is None
-    svc.revoke_token(WHO, "initial-admin")
-    assert svc.ensure_initial_admin_token(WHO) is None  # never re-created
-    assert [t.name for t in svc.list_tokens(WHO)] == ["initial-admin"]
+    assert svc.tokens.ensure_initial_admin_token(WHO) is None
+    svc.tokens.revoke_token(WHO, "initial-admin")
+    assert svc.tokens.ensure_initial_admin_token(WHO) is None  # never re-created
+    assert [t.name for t in svc.tokens.list_tokens(WHO)] == ["initial-admin"]
 
 
 def test_events_record_create_and_revoke_without_secret(svc: StateService) -> None:
-    _, secret = svc.create_token(WHO, "ci", ["writer"], ["prod/**"], expires_at=T0 + 60)
-    svc.revoke_token(WHO, "ci")
-    evs = svc.events(WHO)
+    _, secret = svc.tokens.create_token(WHO, "ci", ["writer"], ["prod/**"], expires_at=T0 + 60)
+    svc.tokens.revoke_token(WHO, "ci")
+    evs = svc.admin.events(WHO)
     assert [e.action for e in evs] == ["token-revoke", "token-create"]
     assert "roles=writer" in evs[1].detail and "paths=prod/**" in evs[1].detail
     assert all(secret not in e.detail and e.principal == "tester" for e in evs)
@@ -294,39 +294,39 @@ def test_bad_key_file_refused(
     assert key_file.read_bytes() == content  # never replaced
     svc = build_service(store.settings(data))
     with pytest.raises(Unavailable, match=needle):
-        svc.load_token_key()
+        svc.tokens.load_token_key()
     with pytest.raises(Unavailable):
-        svc.authenticate_token(crypto.new_token())  # fail closed, not "unknown token"
-    assert svc.list_tokens(WHO) == []
+        svc.tokens.authenticate_token(crypto.new_token())  # fail closed, not "unknown token"
+    assert svc.tokens.list_tokens(WHO) == []
     svc.engine.dispose()
 
 
 def test_token_from_another_data_dir_or_key_does_not_authenticate(tmp_path: Path) -> None:
     # SQLite only: copies the database file between data dirs.
     a = build_service(Settings(data_dir=tmp_path / "a"))
-    _, secret = a.create_token(WHO, "ci", ["writer"])
+    _, secret = a.tokens.create_token(WHO, "ci", ["writer"])
     a.engine.dispose()
     b = build_service(Settings(data_dir=tmp_path / "b"))
-    b.create_token(WHO, "ci", ["writer"])
-    assert b.authenticate_token(secret) is None
+    b.tokens.create_token(WHO, "ci", ["writer"])
+    assert b.tokens.authenticate_token(secret) is None
     b.engine.dispose()
     # The same database with another key: the stored hashes are worthless.
     (tmp_path / "c").mkdir(mode=0o700)
     shutil.copy(tmp_path / "a" / "stateward.db", tmp_path / "c" / "stateward.db")
     c = build_service(Settings(data_dir=tmp_path / "c"))
-    assert [t.name for t in c.list_tokens(WHO)] == ["ci"]
-    assert c.authenticate_token(secret) is None
+    assert [t.name for t in c.tokens.list_tokens(WHO)] == ["ci"]
+    assert c.tokens.authenticate_token(secret) is None
     c.engine.dispose()
     shutil.copy(tmp_path / "a" / "token.key", tmp_path / "c" / "token.key")
     c = build_service(Settings(data_dir=tmp_path / "c"))
-    assert c.authenticate_token(secret) is not None  # with its key, the copy works
+    assert c.tokens.authenticate_token(secret) is not None  # with its key, the copy works
     c.engine.dispose()
 
 
 def test_nothing_prints_a_secret_or_key(svc: StateService) -> None:
-    view, secret = svc.create_token(WHO, "ci", ["writer"])
-    key = svc.load_token_key()
-    raw = svc.token_key_path.read_bytes()
+    view, secret = svc.tokens.create_token(WHO, "ci", ["writer"])
+    key = svc.tokens.load_token_key()
+    raw = svc.tokens.token_key_path.read_bytes()
     for text in (
         repr(view),
         str(view),
@@ -334,8 +334,8 @@ def test_nothing_prints_a_secret_or_key(svc: StateService) -> None:
         repr(secret),
         repr(key),
         str(key),
-        repr(svc.list_tokens(WHO)),
-        repr(svc.authenticate_token(secret)),
+        repr(svc.tokens.list_tokens(WHO)),
+        repr(svc.tokens.authenticate_token(secret)),
         json.dumps(view.to_dict()),
     ):
         assert secret not in text and raw.hex() not in text, text
@@ -354,6 +354,6 @@ def test_existing_data_dir_gains_the_tokens_table(tmp_path: Path) -> None:
         conn.exec_driver_sql("UPDATE schema_info SET value = '1' WHERE key = 'schema_version'")
     svc.engine.dispose()
     svc = build_service(Settings(data_dir=tmp_path / "d"))
-    _, secret = svc.create_token(WHO, "a", ["admin"])
-    assert svc.authenticate_token(secret) is not None
+    _, secret = svc.tokens.create_token(WHO, "a", ["admin"])
+    assert svc.tokens.authenticate_token(secret) is not None
     svc.engine.dispose()

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ServerProcess, lock_body, md5_b64, terraform_env
+from tests.harness.support import ServerProcess, lock_body, md5_b64, terraform_env
 
 pytestmark = pytest.mark.terraform
 

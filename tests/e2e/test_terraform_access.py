@@ -29,7 +29,7 @@ from tests.e2e.test_terraform import (
     versions,
     write_config,
 )
-from tests.support import ServerProcess, terraform_env
+from tests.harness.support import ServerProcess, terraform_env
 
 pytestmark = pytest.mark.terraform
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.test_terraform import Client, apply, init, write_config
 from tests.e2e.test_terraform_access import as_token, backend
-from tests.support import ServerProcess, terraform_env
+from tests.harness.support import ServerProcess, terraform_env
 
 pytestmark = pytest.mark.terraform
 

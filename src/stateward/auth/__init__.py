@@ -1,20 +1,16 @@
-"""Authentication: the per-request authenticator (``authenticator``), CI OIDC verification
-(``oidc``) and brute-force throttling (``throttle``)."""
+"""Authentication: credentials to a Principal (``authenticator``: tokens, CI OIDC tokens,
+client certificates), CI OIDC verification (``oidc``) and brute-force throttling
+(``throttle``). The gate calls it; it knows the token store only as a ``TokenVerifier``."""
 
-from stateward.auth.oidc import (
-    ClaimRule,
-    OidcIdentity,
-    OidcIssuer,
-    OidcUnavailable,
-    OidcVerifier,
-    looks_like_jwt,
-)
+from stateward.auth.authenticator import Authenticator, RequestFacts, TokenVerifier
+from stateward.auth.oidc import OidcIdentity, OidcUnavailable, OidcVerifier, looks_like_jwt
 
 __all__ = [
-    "ClaimRule",
+    "Authenticator",
     "OidcIdentity",
-    "OidcIssuer",
     "OidcUnavailable",
     "OidcVerifier",
+    "RequestFacts",
+    "TokenVerifier",
     "looks_like_jwt",
 ]

@@ -23,6 +23,7 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from stateward import metrics
 from stateward.auth.oidc import OidcUnavailable, OidcVerifier, looks_like_jwt
@@ -31,7 +32,6 @@ from stateward.config import Settings
 from stateward.crypto.tokens import PREFIX as TOKEN_PREFIX
 from stateward.domain.errors import Throttled, Unauthorized, Unavailable
 from stateward.domain.principal import Principal
-from stateward.service.core import StateService
 
 log = logging.getLogger("stateward.auth")
 
@@ -83,18 +83,38 @@ def parse_authorization(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+class TokenVerifier(Protocol):
+    """What authentication needs of the token store (``service/tokens.py``)."""
+
+    def authenticate_token(self, secret: str, now: float | None = None) -> TokenIdentity | None:
+        """The active token ``secret`` belongs to, or None."""
+
+    def record_auth_block(self, source: str, key: str, seconds: float, strike: int) -> None:
+        """Record that the throttle blocked an address or claimed name (names, never a
+        secret)."""
+
+
+class TokenIdentity(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+    @property
+    def paths(self) -> tuple[str, ...]: ...
+
+
 class Authenticator:
     """Thread-safe; call :meth:`authenticate` from a worker thread (it may hit the database
     or fetch an issuer's keys)."""
 
     def __init__(
         self,
-        service: StateService,
+        tokens: TokenVerifier,
         settings: Settings,
         oidc: OidcVerifier | None = None,
         throttle: FailureThrottle | None = None,
     ) -> None:
-        self.service = service
+        self.tokens = tokens
         self.oidc = oidc
         if oidc is None and settings.oidc_issuers:
             self.oidc = OidcVerifier(settings.oidc_issuers)
@@ -130,7 +150,7 @@ class Authenticator:
                     block.seconds,
                     block.strike,
                 )
-                self.service.record_auth_block(
+                self.tokens.record_auth_block(
                     facts.source, f"{block.key[0]}={block.key[1]}", block.seconds, block.strike
                 )
             log.info("authentication failed from %s", facts.source)
@@ -163,7 +183,7 @@ class Authenticator:
                 kind="oidc",
                 claims=tuple(sorted(identity.claims.items())),
             )
-        view = self.service.authenticate_token(secret)
+        view = self.tokens.authenticate_token(secret)
         if view is None:
             return None
         return Principal(

@@ -1,1 +1,2 @@
-"""The ``stateward`` command line: every command calls the service, offline on the data dir."""
+"""The ``stateward`` command line: options, progress and printing; every command runs its
+operations through the gate (offline, on the data directory)."""

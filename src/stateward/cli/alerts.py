@@ -65,7 +65,7 @@ def alerts(ctx: click.Context, include_acknowledged: bool, as_json: bool, limit:
 @pass_ctx
 def list_(obj: CliContext, include_acknowledged: bool, as_json: bool, limit: int) -> None:
     """Open alerts, newest first (--all: acknowledged ones too)."""
-    rows = obj.service().list_alerts(obj.who, include_acknowledged, limit)
+    rows = obj.call(obj.ops.alerts.list_alerts, include_acknowledged, limit)
     _show(rows, as_json, include_acknowledged)
 
 
@@ -74,7 +74,7 @@ def list_(obj: CliContext, include_acknowledged: bool, as_json: bool, limit: int
 @pass_ctx
 def ack(obj: CliContext, ids: tuple[int, ...]) -> None:
     """Acknowledge alerts by ID (all or nothing: an unknown ID changes nothing)."""
-    result = obj.service().acknowledge_alerts(obj.who, list(ids))
+    result = obj.call(obj.ops.alerts.acknowledge_alerts, list(ids))
     if result.acknowledged:
         click.echo("acknowledged " + ", ".join(f"#{i}" for i in result.acknowledged))
     if result.already:

@@ -63,7 +63,7 @@ def audit() -> None:
 @pass_ctx
 def verify(obj: CliContext) -> None:
     """Check every record's hash and link; exit 1 naming the first bad record."""
-    report = obj.service().verify_audit(obj.who)
+    report = obj.call(obj.ops.audit.verify_audit)
     if report.ok:
         click.echo(f"audit trail intact: {report.checked} record(s), chain verified")
         return
@@ -96,7 +96,7 @@ def export(
     query = _query(
         since=since, until=until, path=path, principal=principal, action=action, outcome=outcome
     )
-    for record in obj.service().audit_records(obj.who, query):
+    for record in obj.call(obj.ops.audit.audit_records, query):
         click.echo(record_line(record))
 
 
@@ -107,11 +107,10 @@ def export(
 @pass_ctx
 def tail(obj: CliContext, count: int, follow: bool, as_json: bool) -> None:
     """The newest records; with -f, follow the trail as it grows."""
-    svc = obj.service()
-    head = svc.audit_head_seq()
+    head = obj.call(obj.ops.audit.audit_head_seq)
     after = max(0, head - count)
     while True:
-        for record in svc.audit_records(obj.who, AuditQuery(after_seq=after)):
+        for record in obj.call(obj.ops.audit.audit_records, AuditQuery(after_seq=after)):
             click.echo(record_line(record) if as_json else _text(record))
             after = record.seq
         if not follow:
@@ -134,12 +133,11 @@ def _text(r: AuditRecord) -> str:
 @pass_ctx
 def report(obj: CliContext, path: str, since: str) -> None:
     """Who touched PATH (a path or glob), from where, and what looked odd."""
-    svc = obj.service()
     query = AuditQuery(since=parse_when(since), path=path)
     who: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     last: dict[tuple[str, str], float] = {}
     odd: list[AuditRecord] = []
-    for r in svc.audit_records(obj.who, query):
+    for r in obj.call(obj.ops.audit.audit_records, query):
         key = (r.principal, r.source)
         who[key][r.action] += 1
         last[key] = r.at
@@ -154,7 +152,7 @@ def report(obj: CliContext, path: str, since: str) -> None:
     since_ts = query.since or 0.0
     raised = [
         a
-        for a in svc.list_alerts(obj.who, include_acknowledged=True, limit=1000)
+        for a in obj.call(obj.ops.alerts.list_alerts, include_acknowledged=True, limit=1000)
         if a.at >= since_ts and a.path is not None and glob_match(path, a.path)
     ]
     if raised:

@@ -1,43 +1,18 @@
-"""``stateward db status|upgrade``: the metadata store's schema revision.
-
-Both need only the store's engine, not the service (no keys, no blob store): they work on a
-store that the service could not open yet, such as one behind a pending upgrade.
-"""
+"""``stateward db status|upgrade``: the metadata store's schema revision (``service/schema.py``
+does the work; it needs no keys, so it works on a store the server could not open yet)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
-from sqlalchemy import Engine
 
 from stateward.cli.context import CliContext, emit_json, pass_ctx
-from stateward.config import Settings
-from stateward.storage.engine import (
-    MetadataStoreError,
-    known_revisions,
-    schema_status,
-    upgrade_schema,
-)
+from stateward.domain.errors import ServiceError
+from stateward.service import schema
 
 
 @click.group()
 def db() -> None:
     """Schema of the metadata store (SQLite or PostgreSQL): status and upgrade."""
-
-
-@contextmanager
-def _engine(settings: Settings) -> Iterator[Engine]:
-    from stateward.service.factory import metadata_engine
-
-    engine = metadata_engine(settings)
-    try:
-        yield engine
-    except MetadataStoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        engine.dispose()
 
 
 @db.command()
@@ -47,22 +22,13 @@ def status(obj: CliContext, as_json: bool) -> None:
     """The store's schema revision and this build's newest (head). Changes nothing.
 
     Exits 1 if the store was upgraded by a newer stateward than this one."""
-    settings = obj.settings()
-    store = settings.database_display()
-    known = known_revisions()
-    head = known[-1]
-    if settings.database_url is None and not settings.db_path.exists():
-        current: str | None = None  # no database yet: do not create one just to look
-    else:
-        with _engine(settings) as engine:
-            current, head = schema_status(engine)
-    if current is None:
-        state, pending = "empty", known
-    elif current in known:
-        pending = known[known.index(current) + 1 :]
-        state = "pending" if pending else "current"
-    else:
-        state, pending = "newer", []
+    try:
+        found = schema.status(obj.settings())
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    store, current, head, state, pending = (
+        found.store, found.current, found.head, found.state, found.pending
+    )
     if as_json:
         emit_json(
             {"store": store, "current": current, "head": head, "state": state, "pending": pending}
@@ -92,10 +58,10 @@ def upgrade(obj: CliContext) -> None:
 
     One transaction: it is applied whole or not at all. Back the store up first."""
     settings = obj.settings()
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _engine(settings) as engine:
-        done = upgrade_schema(engine)
+    try:
+        done = schema.upgrade(settings)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"metadata store: {settings.database_display()}")
     if done.legacy:
         click.echo(

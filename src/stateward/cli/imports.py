@@ -11,65 +11,33 @@ any GET, and a GET reads at most one byte more than the limit.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import click
 from rich.table import Table
 
 from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
-from stateward.common.aws import boto_client
-from stateward.domain import s3layout, statefile
+from stateward.common.text import source_ref
+from stateward.domain import s3layout
 from stateward.domain.errors import BadRequest, ServiceError, Unavailable
 from stateward.domain.paths import validate_path
-from stateward.service.core import StateService
-from stateward.service.imports import ImportResult, ImportSource, source_ref
-
-SKIP_DELETED = "deleted in the source (its latest version is a delete marker)"
-
-
-class SourceError(Exception):
-    """Reading the source failed (one line: operation, object, S3 error code)."""
-
-
-class TooLargeSource(SourceError):
-    """An object (version) is larger than ``max_body_bytes``: skipped, not read."""
-
-
-def too_large(limit: int, size: int | None) -> str:
-    """The reason an object of ``size`` bytes (None: unknown) is skipped."""
-    return f"larger than max_body_bytes ({limit} bytes)" + (
-        "" if size is None else f": {size} bytes"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectVersion:
-    key: str
-    #: ``None`` when listed without ``--versions`` (the current object).
-    version_id: str | None
-    modified: float
-    size: int
-
-
-#: Reads one object version: (bytes, version ID, time).
-Loader = Callable[[ObjectVersion], tuple[bytes, str | None, float]]
-
-
-@dataclass
-class Candidate:
-    key: str
-    path: str
-    #: Oldest first; the last one is the current object.
-    versions: list[ObjectVersion]
-    #: Older versions left out, larger than ``max_body_bytes``: (version, reason).
-    too_large: list[tuple[ObjectVersion, str]] = field(default_factory=list)
+from stateward.service.imports import ImportResult, ImportSource
+from stateward.transfer.errors import SourceError, TooLargeSource
+from stateward.transfer.planner import Candidate, Skip, not_a_state, parse_maps, plan
+from stateward.transfer.s3source import (
+    Loader,
+    ObjectVersion,
+    fetch,
+    list_current,
+    list_versions,
+    s3_client,
+    s3_ref,
+    too_large,
+)
 
 
 @dataclass
@@ -146,149 +114,6 @@ def import_group() -> None:
     """Import states and their history from an S3 backend's bucket, or from state files."""
 
 
-# -- S3 --------------------------------------------------------------------------------------
-
-
-def _s3_error(op: str, where: str, exc: Exception) -> SourceError:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return SourceError(f"S3 {op} {where} failed: {err.get('Code') or 'error'} (HTTP {status})")
-    return SourceError(f"S3 {op} {where} failed: {type(exc).__name__}")
-
-
-def s3_client(endpoint_url: str | None, region: str | None) -> Any:
-    try:
-        return boto_client(
-            "s3",
-            region=region,
-            endpoint_url=endpoint_url,
-            connect_timeout=5.0,
-            read_timeout=60.0,
-            max_attempts=5,
-        )
-    except botocore.exceptions.BotoCoreError as exc:
-        raise click.ClickException(str(_s3_error("client setup", "", exc))) from None
-
-
-def _when(value: Any) -> float:
-    return value.timestamp() if isinstance(value, dt.datetime) else 0.0
-
-
-def list_current(client: Any, bucket: str, prefixes: list[str]) -> dict[str, list[ObjectVersion]]:
-    out: dict[str, list[ObjectVersion]] = {}
-    try:
-        for prefix in prefixes:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    key = str(obj["Key"])
-                    out[key] = [
-                        ObjectVersion(key, None, _when(obj.get("LastModified")), obj["Size"])
-                    ]
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise click.ClickException(str(_s3_error("ListObjectsV2", f"s3://{bucket}", exc))) from None
-    return out
-
-
-def list_versions(
-    client: Any, bucket: str, prefixes: list[str]
-) -> tuple[dict[str, list[ObjectVersion]], set[str]]:
-    """Every version of every key, oldest first, and the keys whose latest version is a
-    delete marker. S3 lists a key's versions newest first; times have a resolution of a
-    second, so the listing order breaks ties."""
-    listed: dict[str, list[ObjectVersion]] = defaultdict(list)
-    deleted: set[str] = set()
-    seen: set[tuple[str, str]] = set()
-    try:
-        for prefix in prefixes:
-            pages = client.get_paginator("list_object_versions").paginate(
-                Bucket=bucket, Prefix=prefix
-            )
-            for page in pages:
-                for v in page.get("Versions", ()):
-                    key, vid = str(v["Key"]), str(v.get("VersionId") or "null")
-                    if (key, vid) not in seen:
-                        seen.add((key, vid))
-                        listed[key].append(
-                            ObjectVersion(key, vid, _when(v.get("LastModified")), v["Size"])
-                        )
-                for m in page.get("DeleteMarkers", ()):
-                    if m.get("IsLatest"):
-                        deleted.add(str(m["Key"]))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        where = f"s3://{bucket}"
-        raise click.ClickException(str(_s3_error("ListObjectVersions", where, exc))) from None
-    ordered = {
-        key: sorted(reversed(found), key=lambda v: v.modified)  # stable: ties keep S3's order
-        for key, found in listed.items()
-    }
-    return ordered, deleted
-
-
-def _ref(bucket: str, key: str, version_id: str | None) -> str:
-    """Where a version came from; ``?versionId=null`` names the version S3 keeps for an object
-    written before versioning was enabled."""
-    ref = f"s3://{bucket}/{key}"
-    return source_ref(ref if version_id is None else f"{ref}?versionId={version_id}")
-
-
-def fetch(
-    client: Any, bucket: str, v: ObjectVersion, limit: int
-) -> tuple[bytes, str | None, float]:
-    """The bytes of one object version, its version ID (the current one's if unknown) and its
-    time (as read, in case the current object changed since it was listed).
-
-    A listed version is always fetched by its ID, ``null`` included (without it S3 answers
-    with the current object). Raises TooLargeSource, reading at most ``limit + 1`` bytes, for
-    an object larger than ``limit`` (one that grew since it was listed)."""
-    args: dict[str, Any] = {"Bucket": bucket, "Key": v.key}
-    if v.version_id is not None:
-        args["VersionId"] = v.version_id
-    try:
-        answer = client.get_object(**args)
-        body = answer["Body"]
-        try:
-            length = answer.get("ContentLength")
-            length = length if isinstance(length, int) else None
-            if length is not None and length > limit:
-                raise TooLargeSource(too_large(limit, length))
-            data = bytes(body.read(limit + 1))
-        finally:
-            body.close()
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise _s3_error("GetObject", _ref(bucket, v.key, v.version_id), exc) from None
-    if len(data) > limit:
-        raise TooLargeSource(too_large(limit, length))
-    modified = _when(answer.get("LastModified")) or v.modified
-    return data, answer.get("VersionId") or v.version_id, modified
-
-
-def not_a_state(body: bytes) -> str | None:
-    """Why ``body`` is not a state stateward stores (plain v4, or OpenTofu-encrypted)."""
-    try:
-        statefile.parse_state(body)
-    except BadRequest as exc:
-        return f"not a state: {exc}"
-    return None
-
-
-def parse_maps(maps: tuple[str, ...]) -> dict[str, str | None]:
-    """``KEY=PATH`` (``KEY=-``: skip the key) -> {key: path or None}."""
-    out: dict[str, str | None] = {}
-    for item in maps:
-        key, sep, path = item.rpartition("=")  # paths never hold '=', keys may
-        if not sep or not key or not path:
-            raise click.ClickException(f"--map {item!r}: use --map KEY=PATH (or KEY=- to skip)")
-        if path != "-":
-            try:
-                validate_path(path)
-            except BadRequest as exc:
-                raise click.ClickException(f"--map {item!r}: {exc}") from None
-        out[key] = None if path == "-" else path
-    return out
-
-
 @import_group.command("s3")
 @click.option("--bucket", required=True, help="The S3 backend's bucket.")
 @click.option("--prefix", default="", help="Only keys under this folder; stripped from paths.")
@@ -348,129 +173,29 @@ def import_s3(
             + ", ".join(repr(k) for k in unknown)
         )
     summary = Summary()
-    load = _loader(client, bucket, limit)
-    candidates = _plan(listed, keys, deleted, overrides, summary, load, prefix,
-                       workspace_key_prefix, path_prefix, limit)  # fmt: skip
-    svc = obj.service()
+
+    def load(v: ObjectVersion) -> tuple[bytes, str | None, float]:
+        return fetch(client, bucket, v, limit)
+
+    skips: list[Skip] = []
+    candidates = plan(listed, keys, deleted, overrides, skips, load, prefix,
+                      workspace_key_prefix, path_prefix, limit)  # fmt: skip
+    for skip in skips:
+        summary.add(skip.key, skip.path, skip.result, 0, skip.detail)
     total = sum(len(c.versions) for c in candidates)
     stderr = sys.stderr
     try:
         with click.progressbar(length=total, label="importing", file=stderr) as bar:
             for cand in candidates:
-                _import_candidate(obj, svc, cand, bucket, load, summary, bar.update, dry_run)
+                _import_candidate(obj, cand, bucket, load, summary, bar.update, dry_run)
     except Unavailable:
         summary.emit(as_json, dry_run)  # what was done so far; a later run continues
         raise
     summary.finish(as_json, dry_run)
 
 
-def _loader(client: Any, bucket: str, limit: int) -> Loader:
-    def load(v: ObjectVersion) -> tuple[bytes, str | None, float]:
-        return fetch(client, bucket, v, limit)
-
-    return load
-
-
-def _plan(
-    listed: dict[str, list[ObjectVersion]],
-    keys: list[str],
-    deleted: set[str],
-    overrides: dict[str, str | None],
-    summary: Summary,
-    load: Loader,
-    prefix: str,
-    workspace_key_prefix: str,
-    path_prefix: str,
-    limit: int,
-) -> list[Candidate]:
-    """Keys -> candidates, skipping by name and refusing what cannot be placed; raise (nothing
-    written) when two states would land on one path. Content is read only where needed: a
-    key whose path is refused or collides is first checked to be a state at all.
-
-    By the listed size, before any GET: a key whose current object is larger than ``limit``
-    is skipped, and older versions that are, are left out (reported when it is imported)."""
-    placed: dict[str, list[Candidate]] = defaultdict(list)
-    problems: list[tuple[Candidate, str]] = []
-    for key in keys:
-        versions = listed[key]
-        if key in overrides:
-            path = overrides[key]
-            if path is None:
-                summary.add(key, None, "skipped", 0, s3layout.SKIP_MAPPED)
-                continue
-            problem = None
-        else:
-            mapping = s3layout.map_key(
-                key,
-                prefix=prefix,
-                workspace_key_prefix=workspace_key_prefix,
-                path_prefix=path_prefix,
-            )
-            if mapping.skip is not None:
-                summary.add(key, None, "skipped", 0, mapping.skip)
-                continue
-            path, problem = mapping.path or "", mapping.problem
-        if key in deleted:
-            summary.add(key, path or None, "skipped", 0, SKIP_DELETED)
-            continue
-        if not versions:
-            continue
-        if versions[-1].size > limit:
-            summary.add(key, path or None, "skipped", 0, too_large(limit, versions[-1].size))
-            continue
-        small = [v for v in versions if v.size <= limit]
-        big = [(v, too_large(limit, v.size)) for v in versions if v.size > limit]
-        cand = Candidate(key, path, small, big)
-        if problem is None:
-            try:
-                validate_path(path)
-            except BadRequest as exc:
-                problem = f"{path!r} is not a valid stateward path ({exc}); use --map KEY=PATH"
-        if problem is not None:
-            problems.append((cand, problem))
-        else:
-            placed[path].append(cand)
-    for cand, problem in problems:
-        reason = _content_problem(cand, load)
-        if reason is not None:
-            summary.add(cand.key, None, "skipped", 0, reason)
-        else:
-            summary.add(cand.key, cand.path or None, "refused", 0, problem)
-    clashes = []
-    out: list[Candidate] = []
-    for path, group in sorted(placed.items()):
-        if len(group) > 1:
-            states = []
-            for cand in group:
-                reason = _content_problem(cand, load)
-                if reason is None:
-                    states.append(cand)
-                else:
-                    summary.add(cand.key, None, "skipped", 0, reason)
-            group = states
-            if len(group) > 1:
-                clashes.append(f"{path} <- " + ", ".join(repr(c.key) for c in group))
-                continue
-        out.extend(group)
-    if clashes:
-        raise click.ClickException(
-            "nothing imported: several keys map to the same path (give --map KEY=PATH, or "
-            "KEY=- to skip one): " + "; ".join(clashes)
-        )
-    return out
-
-
-def _content_problem(cand: Candidate, load: Loader) -> str | None:
-    try:
-        body, _, _ = load(cand.versions[-1])
-    except SourceError as exc:
-        return str(exc)
-    return not_a_state(body)
-
-
 def _import_candidate(
     obj: CliContext,
-    svc: StateService,
     cand: Candidate,
     bucket: str,
     load: Loader,
@@ -495,7 +220,7 @@ def _import_candidate(
         summary.add(cand.key, None, "skipped", 0, reason)
         return
     for v, why in cand.too_large:
-        summary.add(_ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, why)
+        summary.add(s3_ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, why)
 
     def sources(first: bool) -> Iterator[ImportSource]:
         """The versions, oldest first. Only the first pass reports skips and moves the bar
@@ -510,13 +235,13 @@ def _import_candidate(
                     done += 1
                     advance(1)
                     summary.add(
-                        _ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, str(exc)
+                        s3_ref(bucket, v.key, v.version_id), cand.path, "skipped", 0, str(exc)
                     )
                 continue
             if first:
                 done += 1
                 advance(1)
-            ref = _ref(bucket, v.key, vid)
+            ref = s3_ref(bucket, v.key, vid)
             why = not_a_state(body)
             if why is not None:
                 if first:
@@ -525,7 +250,7 @@ def _import_candidate(
             yield ImportSource(ref, body, modified or None)
 
     try:
-        result = svc.import_state(obj.who, cand.path, Replay(sources), dry_run=dry_run)
+        result = obj.call(obj.ops.imports.import_state, cand.path, Replay(sources), dry_run=dry_run)
     except SourceError as exc:
         summary.add(cand.key, cand.path, "refused", 0, f"{exc}; a later run continues")
     except Unavailable:
@@ -592,7 +317,7 @@ def import_file(
         if reason is not None:
             raise click.ClickException(f"{file}: {reason}; nothing imported")
         items.append(ImportSource(source_ref(f"file://{file.resolve()}"), body, mtime))
-    result = obj.service().import_state(obj.who, target, items, dry_run=dry_run)
+    result = obj.call(obj.ops.imports.import_state, target, items, dry_run=dry_run)
     summary = Summary()
     summary.add_result(", ".join(str(f) for f in files), result)
     summary.finish(as_json, dry_run)

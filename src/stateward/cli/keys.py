@@ -19,7 +19,7 @@ def keys() -> None:
 @pass_ctx
 def status(obj: CliContext, as_json: bool) -> None:
     """Which key versions protect how many stored blobs; what rewrap still has to move."""
-    report = obj.service().key_status(obj.who)
+    report = obj.call(obj.ops.keys.key_status)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -47,7 +47,7 @@ def rotate(obj: CliContext, provider: str) -> None:
     """Start a new version of a key-file key. New data keys use it at once (a running server
     notices the changed file); cached data keys age out within data_key_max_age_seconds.
     Then run ``keys rewrap``."""
-    version = obj.service().rotate_key(obj.who, provider)
+    version = obj.call(obj.ops.keys.rotate_key, provider)
     click.echo(f"{provider}: new key version {version} is current; run 'stateward keys rewrap'")
 
 
@@ -55,14 +55,13 @@ def rotate(obj: CliContext, provider: str) -> None:
 @pass_ctx
 def rewrap(obj: CliContext) -> None:
     """Re-wrap every stored data key under its path's current key (resumable)."""
-    svc = obj.service()
     with Progress(transient=False) as bar:
         task = bar.add_task("rewrapping", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        count = svc.rewrap(obj.who, progress)
+        count = obj.call(obj.ops.keys.rewrap, progress)
     click.echo(f"rewrapped {count} blob(s)")
 
 
@@ -72,5 +71,5 @@ def rewrap(obj: CliContext) -> None:
 @pass_ctx
 def retire(obj: CliContext, provider: str, version: str) -> None:
     """Delete an old key-file version that no stored data key references any more."""
-    obj.service().retire_key(obj.who, provider, version)
+    obj.call(obj.ops.keys.retire_key, provider, version)
     click.echo(f"{provider}: key version {version} retired")

@@ -18,7 +18,7 @@ def locks() -> None:
 @pass_ctx
 def list_(obj: CliContext, as_json: bool) -> None:
     """List every held lock with its holder and age."""
-    views = obj.service().list_locks(obj.who)
+    views = obj.call(obj.ops.locks.list_locks)
     if as_json:
         emit_json([v.to_dict() for v in views])
         return
@@ -33,5 +33,5 @@ def list_(obj: CliContext, as_json: bool) -> None:
 @pass_ctx
 def break_(obj: CliContext, path: str) -> None:
     """Release someone else's lock (recorded as a break-lock event)."""
-    v = obj.service().break_lock(obj.who, path)
+    v = obj.call(obj.ops.locks.break_lock, path)
     click.echo(f"broke lock {v.id} on {path} held by {v.who or 'unknown'}")

@@ -23,18 +23,17 @@ from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
 from stateward.cli.tofu import tofu
 from stateward.cli.tokens import token
-from stateward.domain.errors import ServiceError
-from stateward.domain.principal import cli_principal
-from stateward.service import context as audit_context
-from stateward.service.context import AuditContext
+from stateward.domain.errors import BadRequest, ServiceError
+from stateward.transfer.errors import TransferError
 
 #: Commands that run no state operation of their own (``serve`` audits each request itself).
 UNAUDITED = frozenset({"serve", "policy", "tofu"})
 
 
 class ServiceGroup(click.Group):
-    """Turns service refusals into one-line errors with exit status 1, and records every
-    command that used the service in the audit trail (one record per command)."""
+    """Turns service refusals and import/export failures into one-line errors with exit status
+    1, and ends each command's
+    gate session with its outcome (one audit record per command that used the store)."""
 
     def invoke(self, ctx: click.Context) -> object:
         # click keeps the subcommand in _protected_args (the public name is deprecated)
@@ -44,42 +43,39 @@ class ServiceGroup(click.Group):
             return self._run(ctx)
         if not isinstance(self.commands.get(words[0]), click.Group):
             words = words[:1]  # ``rollback PATH 3`` is recorded as ``cli rollback``
-        with audit_context.begin("cli " + " ".join(w[:32] for w in words), "cli") as actx:
-            actx.who = cli_principal()
-            try:
-                result = self._run(ctx)
-            except click.ClickException as exc:
-                self._record(ctx, actx, getattr(exc, "service_error", None) or exc)
-                raise
-            self._record(ctx, actx, None)
-            return result
+        operation = "cli " + " ".join(w[:32] for w in words)
+        try:
+            result = self._run(ctx, operation)
+        except click.ClickException as exc:
+            cause = getattr(exc, "service_error", None) or BadRequest(exc.format_message())
+            self._close(ctx, cause)
+            raise
+        except BaseException as exc:
+            self._close(ctx, exc)
+            raise
+        self._close(ctx, None)
+        return result
 
-    def _run(self, ctx: click.Context) -> object:
+    def _run(self, ctx: click.Context, operation: str | None = None) -> object:
+        if operation is not None:
+            ctx.meta["stateward.operation"] = operation
         try:
             return super().invoke(ctx)
         except ServiceError as exc:
             error = click.ClickException(str(exc))
             error.service_error = exc  # type: ignore[attr-defined]
             raise error from None
+        except TransferError as exc:  # reading a source or writing a sink failed
+            raise click.ClickException(str(exc)) from None
 
     @staticmethod
-    def _record(
-        ctx: click.Context, actx: AuditContext, exc: ServiceError | click.ClickException | None
-    ) -> None:
+    def _close(ctx: click.Context, exc: BaseException | None) -> None:
         obj = ctx.obj
-        service = getattr(obj, "_service", None) if isinstance(obj, CliContext) else None
-        if service is None or actx.recorded:
+        if not isinstance(obj, CliContext):
             return
         try:
-            if exc is None:
-                service.record_outcome(actx, "ok", 200)
-            elif isinstance(exc, ServiceError):
-                service.record_outcome(
-                    actx, "denied" if exc.denied else "failed", exc.status, str(exc)
-                )
-            else:
-                service.record_outcome(actx, "failed", 400, exc.format_message())
-        except ServiceError as audit_exc:
+            obj.close(exc)
+        except ServiceError as audit_exc:  # the trail is down: the command fails
             raise click.ClickException(str(audit_exc)) from None
 
 
@@ -100,7 +96,8 @@ class ServiceGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, config_file: Path | None, data_dir: Path | None) -> None:
     """stateward: hardened remote state for Terraform and OpenTofu."""
-    ctx.obj = CliContext(config_file, {"data_dir": data_dir})
+    operation = ctx.meta.get("stateward.operation", "cli")
+    ctx.obj = CliContext(config_file, {"data_dir": data_dir}, operation)
 
 
 for command in (serve, locks, gc, events, token, keys, audit, state, alerts, *STATE_COMMANDS):

@@ -14,7 +14,7 @@ from stateward.cli.context import CliContext, emit_json, pass_ctx, print_table
 @pass_ctx
 def gc(obj: CliContext) -> None:
     """Apply retention, purge expired deleted paths, collect orphan blobs."""
-    emit_json(obj.service().run_maintenance(obj.who).to_dict())
+    emit_json(obj.call(obj.ops.admin.run_maintenance).to_dict())
 
 
 @click.command()
@@ -24,7 +24,7 @@ def gc(obj: CliContext) -> None:
 @pass_ctx
 def events(obj: CliContext, path: str | None, limit: int, as_json: bool) -> None:
     """Administrative events (break-lock, force-unlock, delete, rollback, overrides …)."""
-    rows = obj.service().events(obj.who, path, limit)
+    rows = obj.call(obj.ops.admin.events, path, limit)
     if as_json:
         emit_json([e.to_dict() for e in rows])
         return

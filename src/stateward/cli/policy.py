@@ -30,7 +30,7 @@ def _active_tokens(obj: CliContext) -> list[TokenSummary]:
     now = time.time()
     return [
         TokenSummary(t.name, list(t.roles), t.expires_at)
-        for t in obj.service().list_tokens(obj.who)
+        for t in obj.call(obj.ops.tokens.list_tokens)
         if t.status(now) == "active"
     ]
 

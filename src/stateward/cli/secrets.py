@@ -22,7 +22,7 @@ def state() -> None:
 @pass_ctx
 def scan(obj: CliContext, path: str, seq: int | None, as_json: bool) -> None:
     """Where PATH holds secrets (location and kind; never a value). Exit 1 if any."""
-    result = obj.service().scan_state(obj.who, path, seq)
+    result = obj.call(obj.ops.secrets.scan_state, path, seq)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -42,6 +42,6 @@ def scan(obj: CliContext, path: str, seq: int | None, as_json: bool) -> None:
 @pass_ctx
 def sanitize(obj: CliContext, path: str, seq: int | None) -> None:
     """The state on stdout with every finding's value replaced by REDACTED(<kind>)."""
-    body = obj.service().sanitized_state(obj.who, path, seq)
+    body = obj.call(obj.ops.secrets.sanitized_state, path, seq)
     sys.stdout.buffer.write(body)
     sys.stdout.flush()

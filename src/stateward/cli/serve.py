@@ -13,8 +13,6 @@ import click
 
 from stateward.cli.context import CliContext, pass_ctx
 from stateward.domain.errors import ServiceError
-from stateward.domain.principal import cli_principal
-from stateward.service.startup import check_before_serving
 
 
 @click.command()
@@ -58,13 +56,11 @@ def serve(
     """Run the state server."""
     import uvicorn
 
-    from stateward.crypto.providers.base import KeyProviderError
+    from stateward.gate.build import open_gate, prepare_to_serve
     from stateward.http.app import create_app
     from stateward.http.tls import PeerCertH11Protocol, TlsConfig
     from stateward.jobs.webhook import WebhookConfigError, load_secret
     from stateward.logs import configure as configure_logging
-    from stateward.service.factory import build_service, key_beside_data
-    from stateward.storage.engine import MetadataStoreError
 
     settings = obj.settings(
         data_dir=data_dir or obj.flags.get("data_dir"),
@@ -82,15 +78,21 @@ def serve(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        service = build_service(settings)
-    except (KeyProviderError, MetadataStoreError) as exc:  # no keys or no database: do not serve
+        gate = open_gate(settings)
+    except ServiceError as exc:  # no keys or no database: do not serve
         raise click.ClickException(str(exc)) from None
     for hook in settings.alert_webhooks:  # a webhook secret that cannot be loaded: neither
         try:
             load_secret(hook, os.environ)
         except WebhookConfigError as exc:
             raise click.ClickException(str(exc)) from None
-    for where in key_beside_data(settings, service.barrier.keys.providers):
+    # A damaged or exposed token key, keys that are not the shared store's, or a blob store
+    # that cannot be reached stop the server before it accepts a request.
+    try:
+        start = prepare_to_serve(gate)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    for where in start.keys_inside_data_dir:
         _notice(
             settings.log_format,
             logging.WARNING,
@@ -98,14 +100,7 @@ def serve(
             "a copy of the directory can decrypt every state. Configure a key file elsewhere, "
             "a passphrase or a KMS (docs/encryption.md).",
         )
-    # A damaged or exposed token key, keys that are not the shared store's, or a blob store
-    # that cannot be reached stop the server before it accepts a request.
-    try:
-        check_before_serving(service)  # loads the token key, after checking where it is
-    except ServiceError as exc:
-        raise click.ClickException(str(exc)) from None
-    secret = service.ensure_initial_admin_token(cli_principal())
-    if secret is not None:
+    if start.initial_admin is not None:
         _notice(
             settings.log_format,
             logging.WARNING,
@@ -113,9 +108,9 @@ def serve(
             "shown only now: store it, create narrower tokens (stateward token create), "
             "then revoke it (stateward token revoke initial-admin).",
         )
-        click.echo(str(secret))
+        click.echo(str(start.initial_admin))
         sys.stdout.flush()
-    app = create_app(service)
+    app = create_app(gate)
     tls = settings.tls_cert is not None
     scheme = "https" if tls else "http"
     _notice(

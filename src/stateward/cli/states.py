@@ -25,7 +25,7 @@ def _when(ts: float | None) -> str:
 @pass_ctx
 def list_states(obj: CliContext, prefix: str, deleted: bool, as_json: bool) -> None:
     """List state paths with serial, size, last writer and lock status."""
-    rows = obj.service().list_states(obj.who, prefix, deleted)
+    rows = obj.call(obj.ops.history.list_states, prefix, deleted)
     if as_json:
         emit_json([r.to_dict() for r in rows])
         return
@@ -56,14 +56,13 @@ def list_states(obj: CliContext, prefix: str, deleted: bool, as_json: bool) -> N
 @pass_ctx
 def show(obj: CliContext, path: str, seq: int | None) -> None:
     """Show a version's metadata as JSON."""
-    svc = obj.service()
     if seq is None:
-        hist = svc.history(obj.who, path, limit=1)
+        hist = obj.call(obj.ops.history.history, path, limit=1)
         current = [v for v in hist if v.current]
         if not current:
             raise click.ClickException(f"no current state at {path}")
         seq = current[0].seq
-    view = svc.get_version(obj.who, path, seq)
+    view = obj.call(obj.ops.history.get_version, path, seq)
     emit_json(view.to_dict())
 
 
@@ -73,14 +72,13 @@ def show(obj: CliContext, path: str, seq: int | None) -> None:
 @pass_ctx
 def pull(obj: CliContext, path: str, seq: int | None) -> None:
     """Write a state (current or a version) to stdout, byte for byte."""
-    svc = obj.service()
     if seq is None:
-        state = svc.read(obj.who, path)
+        state = obj.call(obj.ops.writes.read, path)
         if state is None:
             raise click.ClickException(f"no state at {path}")
         body = state.body
     else:
-        _, body = svc.get_version_body(obj.who, path, seq)
+        _, body = obj.call(obj.ops.history.get_version_body, path, seq)
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
 
@@ -92,7 +90,7 @@ def pull(obj: CliContext, path: str, seq: int | None) -> None:
 @pass_ctx
 def history(obj: CliContext, path: str, limit: int, as_json: bool) -> None:
     """List the versions of a state, newest first."""
-    rows = obj.service().history(obj.who, path, limit)
+    rows = obj.call(obj.ops.history.history, path, limit)
     if as_json:
         emit_json([r.to_dict() for r in rows])
         return
@@ -134,7 +132,7 @@ def history(obj: CliContext, path: str, limit: int, as_json: bool) -> None:
 @pass_ctx
 def diff(obj: CliContext, path: str, from_seq: int, to_seq: int) -> None:
     """Resources and outputs changed between two versions (sensitive values never shown)."""
-    emit_json(obj.service().diff(obj.who, path, from_seq, to_seq))
+    emit_json(obj.call(obj.ops.history.diff, path, from_seq, to_seq))
 
 
 @click.command()
@@ -143,7 +141,7 @@ def diff(obj: CliContext, path: str, from_seq: int, to_seq: int) -> None:
 @pass_ctx
 def rollback(obj: CliContext, path: str, seq: int) -> None:
     """Write version SEQ's content as a new version (refused while locked)."""
-    out = obj.service().rollback(obj.who, path, seq)
+    out = obj.call(obj.ops.writes.rollback, path, seq)
     if out.created:
         click.echo(f"rolled back {path} to version {seq} as version {out.seq}")
     else:
@@ -155,7 +153,7 @@ def rollback(obj: CliContext, path: str, seq: int) -> None:
 @pass_ctx
 def delete(obj: CliContext, path: str) -> None:
     """Soft-delete a state (restorable until the grace period ends)."""
-    obj.service().delete(obj.who, path)
+    obj.call(obj.ops.admin.delete, path)
     click.echo(f"deleted {path} (restorable with: stateward restore {path})")
 
 
@@ -164,7 +162,7 @@ def delete(obj: CliContext, path: str) -> None:
 @pass_ctx
 def restore(obj: CliContext, path: str) -> None:
     """Undo a soft delete."""
-    obj.service().restore(obj.who, path)
+    obj.call(obj.ops.admin.restore, path)
     click.echo(f"restored {path}")
 
 
@@ -176,7 +174,7 @@ def purge(obj: CliContext, path: str, yes: bool) -> None:
     """Permanently remove a soft-deleted state and all its versions."""
     if not yes:
         click.confirm(f"permanently remove {path} and every version of it?", abort=True)
-    n = obj.service().purge(obj.who, path)
+    n = obj.call(obj.ops.admin.purge, path)
     click.echo(f"purged {path} ({n} versions)")
 
 
@@ -186,7 +184,7 @@ def purge(obj: CliContext, path: str, yes: bool) -> None:
 @pass_ctx
 def protect(obj: CliContext, path: str, off: bool) -> None:
     """Protect a path against delete and purge (like prevent_destroy)."""
-    obj.service().set_protected(obj.who, path, not off)
+    obj.call(obj.ops.admin.set_protected, path, not off)
     click.echo(f"{path} is {'no longer ' if off else ''}protected")
 
 
@@ -195,7 +193,7 @@ def protect(obj: CliContext, path: str, off: bool) -> None:
 @pass_ctx
 def allow_next_write(obj: CliContext, path: str) -> None:
     """Accept the next write to PATH regardless of lineage/serial (for state push -force)."""
-    obj.service().allow_next_write(obj.who, path)
+    obj.call(obj.ops.admin.allow_next_write, path)
     click.echo(f"the next write to {path} will skip the lineage/serial guards (recorded)")
 
 

@@ -57,7 +57,7 @@ def create(
 ) -> None:
     """Create a token and print its secret (once) as the last line of stdout."""
     expires_at = None if expires is None else parse_expiry(expires, time.time())
-    view, secret = obj.service().create_token(obj.who, name, roles, paths, expires_at)
+    view, secret = obj.call(obj.ops.tokens.create_token, name, roles, paths, expires_at)
     click.echo(
         f"created token {view.name}: roles {', '.join(view.roles)}; "
         f"paths {', '.join(view.paths) or 'unrestricted'}; "
@@ -73,7 +73,7 @@ def create(
 @pass_ctx
 def list_(obj: CliContext, as_json: bool) -> None:
     """List tokens with roles, paths, expiry, revocation and last use (never secrets)."""
-    views = obj.service().list_tokens(obj.who)
+    views = obj.call(obj.ops.tokens.list_tokens)
     now = time.time()
     if as_json:
         emit_json([{**v.to_dict(), "status": v.status(now)} for v in views])
@@ -102,5 +102,5 @@ def list_(obj: CliContext, as_json: bool) -> None:
 @pass_ctx
 def revoke(obj: CliContext, name: str) -> None:
     """Revoke a token; requests using it are refused from then on."""
-    view = obj.service().revoke_token(obj.who, name)
+    view = obj.call(obj.ops.tokens.revoke_token, name)
     click.echo(f"token {view.name} revoked at {_when(view.revoked_at)} UTC")

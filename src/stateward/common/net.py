@@ -33,6 +33,7 @@ def check_service_url(value: str, *, field: str) -> str:
         raise ValueError(f"{field} has an invalid port") from exc
     return value.rstrip("/")
 
+
 def check_url(url: str) -> str:
     """https only; plain http is allowed for loopback so tests can serve keys locally."""
     parts = urlsplit(url)

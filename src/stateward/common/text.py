@@ -18,3 +18,12 @@ def one_line(text: str, limit: int | None = None, ellipsis: str = "…") -> str:
     if limit is None or len(flat) <= limit:
         return flat
     return flat[: limit - len(ellipsis)] + ellipsis
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+REF_CHARS = 400
+
+def source_ref(text: str) -> str:
+    """Where a version came from (``s3://bucket/key?versionId=…``, ``file:///…``) as one
+    printable line of bounded length: object keys may hold anything."""
+    line = _UNPRINTABLE.sub("?", text)
+    return line if len(line) <= REF_CHARS else line[: REF_CHARS - 1] + "…"

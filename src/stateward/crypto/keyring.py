@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stateward.crypto.providers.base import DataKey, KeyDenied, KeyProvider, WrappedKey
-from stateward.domain.globs import first_match
 
 PATH_CONTEXT = "stateward:path"
 READ_CACHE_ENTRIES = 4096
@@ -50,7 +49,13 @@ class KeyRing:
         max_age: float = 300.0,
         max_uses: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        match: Callable[[str, str], bool] | None = None,
     ) -> None:
+        """``rules`` are ``(path glob, provider name)``, first match wins; ``match(glob,
+        path)`` is the glob semantics (the domain's ``glob_match``), needed when there are
+        rules."""
+        if rules and match is None:
+            raise ValueError("encryption rules need a glob matcher")
         if default not in providers:
             raise KeyDenied(f"default key provider {default!r} is not configured")
         for _glob, name in rules:
@@ -58,6 +63,7 @@ class KeyRing:
                 raise KeyDenied(f"encryption rule names unknown key provider {name!r}")
         self.providers = dict(providers)
         self.rules = list(rules)
+        self.match = match
         self.default = default
         self.max_age = max_age
         self.max_uses = max_uses
@@ -69,8 +75,11 @@ class KeyRing:
         self.generated = 0
 
     def provider_for(self, path: str) -> KeyProvider:
-        name = first_match(self.rules, path)
-        return self.providers[name if name is not None else self.default]
+        match = self.match
+        for glob, name in self.rules:
+            if match is not None and match(glob, path):
+                return self.providers[name]
+        return self.providers[self.default]
 
     def provider(self, name: str) -> KeyProvider:
         found = self.providers.get(name)

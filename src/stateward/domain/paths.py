@@ -40,3 +40,21 @@ def validate_path(path: str) -> str:
     if segments[-1] in RESERVED_LAST_SEGMENTS:
         raise BadRequest("a state path may not end in 'lock' (reserved for lock URLs)")
     return path
+
+
+class StatePath(str):
+    """A state path that passed :func:`validate_path`: made once where a path enters (a
+    transport, the service's authorization), then passed on as the plain string it is, so
+    nothing downstream validates it again."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> StatePath:
+        if type(value) is cls:
+            return value
+        return super().__new__(cls, validate_path(value))
+
+
+def as_path(value: str) -> StatePath:
+    """``value`` as a :class:`StatePath` (validated unless it already is one)."""
+    return value if type(value) is StatePath else StatePath(value)

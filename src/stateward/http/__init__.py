@@ -1,1 +1,2 @@
-"""HTTP transports: they parse and format, and call only the service."""
+"""HTTP transports: the ``http`` backend protocol (``backend``), the JSON API (``api``),
+metrics and health (``app``). They parse and format; every request is one gate session."""

@@ -7,45 +7,45 @@ state name can ever collide with an API sub-resource.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from stateward.auth.authenticator import Authenticator
+from stateward.domain.principal import Principal
+from stateward.gate import Caller, Gate
 from stateward.http.clientinfo import ClientResolver
-from stateward.service import context as audit_context
-from stateward.service.core import StateService
 
 PathQ = Annotated[str, Query(max_length=256, description="state path, e.g. team/app/env")]
 
-
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def _call(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """Authenticate and run one service call in one worker thread, inside the request's audit
-    context (one record per request, written before the response)."""
-    auth: Authenticator = request.app.state.auth
+def caller_of(request: Request) -> Caller:
+    """The gate's view of an API request before its client is resolved."""
+    return Caller(
+        f"{request.method} {request.url.path[:64]}",
+        request.client.host if request.client else "",
+        request.headers.get("user-agent", ""),
+    )
+
+
+async def _call(
+    request: Request,
+    op: Callable[Concatenate[Principal, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """One API request as one gate session: resolve the client, run ``op``."""
+    gate: Gate = request.app.state.gate
     clients: ClientResolver = request.app.state.clients
-    service: StateService = request.app.state.service
-    operation = f"{request.method} {request.url.path[:64]}"
-
-    def run() -> T:
-        source = request.client.host if request.client else ""
-        with audit_context.begin(operation, source, request.headers.get("user-agent", "")) as ctx:
-
-            def call() -> T:
-                facts = clients.facts(request)
-                ctx.source = facts.source
-                ctx.who = auth.authenticate(facts)
-                return fn(ctx.who, *args)
-
-            return service.audited(ctx, call)
-
-    return await run_in_threadpool(run)
+    async with gate.asession(caller_of(request)) as session:
+        facts = clients.facts(request)
+        session.identify(facts, source=facts.source, user_agent=facts.user_agent)
+        return await session.run(op, *args, **kwargs)
 
 
 class PathBody(BaseModel):
@@ -67,21 +67,22 @@ class AckBody(BaseModel):
     ids: list[int] = Field(min_length=1, max_length=1000)
 
 
-def build_api(service: StateService) -> APIRouter:
+def build_api(gate: Gate) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
+    ops = gate.ops
 
     @router.get("/states")
     async def list_states(
         request: Request, prefix: str = "", include_deleted: bool = False
     ) -> list[dict[str, Any]]:
-        rows = await _call(request, service.list_states, prefix, include_deleted)
+        rows = await _call(request, ops.history.list_states, prefix, include_deleted)
         return [r.to_dict() for r in rows]
 
     @router.get("/versions")
     async def history(
         request: Request, path: PathQ, limit: int = 100, before: int | None = None
     ) -> list[dict[str, Any]]:
-        rows = await _call(request, service.history, path, limit, before)
+        rows = await _call(request, ops.history.history, path, limit, before)
         return [r.to_dict() for r in rows]
 
     @router.get("/version", response_model=None)
@@ -89,16 +90,16 @@ def build_api(service: StateService) -> APIRouter:
         request: Request, path: PathQ, seq: int, download: bool = False, sanitized: bool = False
     ) -> dict[str, Any] | Response:
         if sanitized:
-            body = await _call(request, service.sanitized_state, path, seq)
+            body = await _call(request, ops.secrets.sanitized_state, path, seq)
             return Response(body, media_type="application/json")
         if download:
-            _, body = await _call(request, service.get_version_body, path, seq)
+            _, body = await _call(request, ops.history.get_version_body, path, seq)
             return Response(body, media_type="application/json")
-        return (await _call(request, service.get_version, path, seq)).to_dict()
+        return (await _call(request, ops.history.get_version, path, seq)).to_dict()
 
     @router.get("/findings")
     async def findings(request: Request, path: PathQ, seq: int) -> list[dict[str, str]]:
-        return await _call(request, service.stored_findings, path, seq)
+        return await _call(request, ops.secrets.stored_findings, path, seq)
 
     @router.get("/diff")
     async def diff(
@@ -107,55 +108,55 @@ def build_api(service: StateService) -> APIRouter:
         from_seq: Annotated[int, Query(alias="from")],
         to_seq: Annotated[int, Query(alias="to")],
     ) -> dict[str, Any]:
-        return await _call(request, service.diff, path, from_seq, to_seq)
+        return await _call(request, ops.history.diff, path, from_seq, to_seq)
 
     @router.post("/rollback")
     async def rollback(request: Request, body: RollbackBody) -> dict[str, Any]:
-        out = await _call(request, service.rollback, body.path, body.seq, body.lock_id)
+        out = await _call(request, ops.writes.rollback, body.path, body.seq, body.lock_id)
         return {"created": out.created, "seq": out.seq, "serial": out.serial}
 
     @router.get("/locks")
     async def list_locks(request: Request) -> list[dict[str, Any]]:
-        return [v.to_dict() for v in await _call(request, service.list_locks)]
+        return [v.to_dict() for v in await _call(request, ops.locks.list_locks)]
 
     @router.post("/locks/break")
     async def break_lock(request: Request, body: PathBody) -> dict[str, Any]:
-        return (await _call(request, service.break_lock, body.path)).to_dict()
+        return (await _call(request, ops.locks.break_lock, body.path)).to_dict()
 
     @router.post("/delete")
     async def delete(request: Request, body: PathBody) -> dict[str, str]:
-        await _call(request, service.delete, body.path)
+        await _call(request, ops.admin.delete, body.path)
         return {"deleted": body.path}
 
     @router.post("/restore")
     async def restore(request: Request, body: PathBody) -> dict[str, str]:
-        await _call(request, service.restore, body.path)
+        await _call(request, ops.admin.restore, body.path)
         return {"restored": body.path}
 
     @router.post("/purge")
     async def purge(request: Request, body: PathBody) -> dict[str, Any]:
-        n = await _call(request, service.purge, body.path)
+        n = await _call(request, ops.admin.purge, body.path)
         return {"purged": body.path, "versions_removed": n}
 
     @router.post("/protect")
     async def protect(request: Request, body: ProtectBody) -> dict[str, Any]:
-        await _call(request, service.set_protected, body.path, body.protected)
+        await _call(request, ops.admin.set_protected, body.path, body.protected)
         return {"path": body.path, "protected": body.protected}
 
     @router.post("/allow-next-write")
     async def allow_next_write(request: Request, body: PathBody) -> dict[str, str]:
-        await _call(request, service.allow_next_write, body.path)
+        await _call(request, ops.admin.allow_next_write, body.path)
         return {"path": body.path, "override": "next write accepted regardless of guards"}
 
     @router.get("/events")
     async def events(
         request: Request, path: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in await _call(request, service.events, path, limit)]
+        return [e.to_dict() for e in await _call(request, ops.admin.events, path, limit)]
 
     @router.post("/maintenance")
     async def maintenance(request: Request) -> dict[str, Any]:
-        return (await _call(request, service.run_maintenance)).to_dict()
+        return (await _call(request, ops.admin.run_maintenance)).to_dict()
 
     @router.get("/alerts")
     async def list_alerts(
@@ -163,11 +164,11 @@ def build_api(service: StateService) -> APIRouter:
         include_acknowledged: Annotated[bool, Query(alias="all")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        rows = await _call(request, service.list_alerts, include_acknowledged, limit)
+        rows = await _call(request, ops.alerts.list_alerts, include_acknowledged, limit)
         return [a.to_dict() for a in rows]
 
     @router.post("/alerts/ack")
     async def ack_alerts(request: Request, body: AckBody) -> dict[str, Any]:
-        return (await _call(request, service.acknowledge_alerts, body.ids)).to_dict()
+        return (await _call(request, ops.alerts.acknowledge_alerts, body.ids)).to_dict()
 
     return router

@@ -13,27 +13,22 @@ The path is taken from the *raw* request path and validated, never decoded or no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from stateward.auth.authenticator import Authenticator, RequestFacts
 from stateward.common.text import one_line
 from stateward.common.types import Body
-from stateward.domain.audit_record import Outcome
+from stateward.domain.actions import Action
 from stateward.domain.errors import BadRequest, ServiceError
 from stateward.domain.lockinfo import MAX_ID_LEN, MAX_LOCK_BODY
-from stateward.domain.paths import validate_path
-from stateward.domain.principal import Principal
+from stateward.domain.paths import StatePath, validate_path
+from stateward.gate import AsyncSession, Caller, Gate
 from stateward.http.body import content_md5, declared_md5, read_body, verify_content_md5
 from stateward.http.clientinfo import ClientResolver
 from stateward.http.errors import protocol_error, text_error
-from stateward.service import context as audit_context
-from stateward.service.core import StateService
 
 log = logging.getLogger("stateward.backend")
 PREFIX = b"/state/"
@@ -49,9 +44,6 @@ def _chunks(body: bytes) -> Iterator[bytes]:
     view = memoryview(body)
     for start in range(0, len(view), STREAM_CHUNK):
         yield bytes(view[start : start + STREAM_CHUNK])
-
-
-T = TypeVar("T")
 
 
 def _split(request: Request) -> tuple[str, bool]:
@@ -91,77 +83,17 @@ def _not_allowed(allowed: tuple[str, ...]) -> Response:
 
 
 class BackendEndpoint:
-    """One ASGI-level endpoint; dispatches by method because LOCK/UNLOCK are not standard."""
+    """One ASGI-level endpoint; dispatches by method because LOCK/UNLOCK are not standard.
 
-    def __init__(
-        self,
-        service: StateService,
-        max_body: int,
-        auth: Authenticator,
-        clients: ClientResolver,
-    ) -> None:
-        self.service = service
+    Every request is one gate session: the transport resolves the client, parses the URL and
+    the request line, reads bodies, and formats responses; the gate authenticates, audits,
+    and runs the operations (``gate.ops.writes.read`` …)."""
+
+    def __init__(self, gate: Gate, max_body: int, clients: ClientResolver) -> None:
+        self.gate = gate
+        self.ops = gate.ops
         self.max_body = max_body
-        self.auth = auth
         self.clients = clients
-
-    async def _as(
-        self,
-        request: Request,
-        facts: RequestFacts,
-        fn: Callable[..., T],
-        *args: Any,
-        who: Principal | None = None,
-        bytes_in: int = 0,
-    ) -> T:
-        """Authenticate (unless ``who`` is given) and run one service call in the same worker
-        thread, inside the request's audit context: exactly one audit record per request."""
-        operation = _operation(request)
-        path = _audit_path(request)
-
-        def run() -> T:
-            with audit_context.begin(operation, facts.source, facts.user_agent) as ctx:
-                ctx.path = path  # known even when authentication fails
-                audit_context.note(bytes_in=bytes_in)
-
-                def call() -> T:
-                    ctx.who = who or self.auth.authenticate(facts)
-                    if fn is _identity:
-                        ctx.recorded = True  # authenticated; the write itself is recorded
-                    return fn(ctx.who, *args)
-
-                try:
-                    return self.service.audited(ctx, call)
-                except ServiceError as exc:
-                    exc.audited = True  # type: ignore[attr-defined]
-                    raise
-
-        return await run_in_threadpool(run)
-
-    async def _refused(
-        self,
-        request: Request,
-        facts: RequestFacts | None,
-        who: Principal | None,
-        exc: ServiceError,
-    ) -> None:
-        """Record a refusal made by the transport itself (bad path or ``?ID=``, body too large,
-        bad Content-MD5, proxy rules); marks ``exc`` as recorded."""
-        source = (
-            facts.source if facts is not None else (request.client.host if request.client else "")
-        )
-        agent = facts.user_agent if facts is not None else ""
-
-        def run() -> None:
-            with audit_context.begin(_operation(request), source, agent) as ctx:
-                ctx.who = who
-                ctx.action = "write" if who is not None else "request"
-                ctx.path = _audit_path(request)
-                outcome: Outcome = "denied" if exc.denied else "failed"
-                self.service.record_outcome(ctx, outcome, exc.status, str(exc))
-
-        exc.audited = True  # type: ignore[attr-defined]
-        await run_in_threadpool(run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Raw ASGI entry: Starlette routes would restrict methods to the standard ones."""
@@ -169,18 +101,24 @@ class BackendEndpoint:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
-        facts: RequestFacts | None = None
+        caller = Caller(
+            _operation(request),
+            request.client.host if request.client else "",
+            path=_audit_path(request),
+        )
         try:
-            facts = self.clients.facts(request)
-            path, lock_url = _split(request)
-            method = request.method  # methods are case-sensitive (RFC 9110)
-            if lock_url:
-                if method not in LOCK_URL_METHODS:
-                    return _not_allowed(LOCK_URL_METHODS)
-                return await self._lock_url(request, facts, method, path)
-            if method not in STATE_METHODS:
-                return _not_allowed(STATE_METHODS)
-            return await self._state_url(request, facts, method, path)
+            async with self.gate.asession(caller) as session:
+                facts = self.clients.facts(request)
+                session.identify(facts, source=facts.source, user_agent=facts.user_agent)
+                raw_path, lock_url = _split(request)
+                method = request.method  # methods are case-sensitive (RFC 9110)
+                if lock_url:
+                    if method not in LOCK_URL_METHODS:
+                        return _not_allowed(LOCK_URL_METHODS)
+                    return await self._lock_url(request, session, method, raw_path)
+                if method not in STATE_METHODS:
+                    return _not_allowed(STATE_METHODS)
+                return await self._state_url(request, session, method, raw_path)
         except ServiceError as exc:
             # Terraform prints only "HTTP error: 409" for a refused write and drops the body,
             # so the reason must also reach the operator's log. Messages never hold state
@@ -192,20 +130,14 @@ class BackendEndpoint:
                 raw.decode("ascii", "backslashreplace")[:512],
                 one_line(str(exc)),
             )
-            if not getattr(exc, "audited", False):
-                # refused by the transport itself (bad path, bad ?ID=, proxy rules ...)
-                try:
-                    await self._refused(request, facts, None, exc)
-                except ServiceError as audit_exc:  # the trail is down: fail closed
-                    return protocol_error(audit_exc)
             return protocol_error(exc)
 
     async def _state_url(
-        self, request: Request, facts: RequestFacts, method: str, path: str
+        self, request: Request, s: AsyncSession, method: str, path: str
     ) -> Response:
-        svc = self.service
+        ops = self.ops
         if method in ("GET", "HEAD"):
-            state = await self._as(request, facts, svc.read, path)
+            state = await s.run(ops.writes.read, path)
             if state is None:
                 return text_error(404, f"no state at {path}")
             headers = {
@@ -223,59 +155,50 @@ class BackendEndpoint:
         if method in ("POST", "PUT"):
             lock_id = _lock_id_param(request)
             expected = declared_md5(request)
-            # Authenticated before the body is read: strangers cannot make us buffer 128 MiB.
-            who = await self._as(request, facts, _identity)
-            try:
-                body = await read_body(request, self.max_body)
-                if not body:
-                    raise BadRequest("empty body: a state write needs the state JSON")
-            except ServiceError as exc:
-                await self._refused(request, facts, who, exc)
-                raise
-            out = await self._as(
-                request, facts, svc.write, path, body, lock_id, expected,
-                who=who, bytes_in=len(body),
-            )  # fmt: skip
+            # Authorized before the body is read: nobody can make us buffer 128 MiB for a
+            # path they may not write.
+            valid: StatePath = await s.authorize(Action.WRITE, path)
+            body = await read_body(request, self.max_body)
+            s.note(bytes_in=len(body))
+            if not body:
+                raise BadRequest("empty body: a state write needs the state JSON")
+            out = await s.run(ops.writes.write, valid, body, lock_id, expected)
             return Response(b"", status_code=200, headers={"X-Stateward-Version": str(out.seq)})
         if method == "DELETE":
-            await self._as(request, facts, svc.delete, path)
+            await s.run(ops.admin.delete, path)
             return Response(b"", status_code=200)
         if method == "LOCK":
-            return await self._lock(request, facts, path)
-        return await self._unlock(request, facts, path)  # UNLOCK
+            return await self._lock(request, s, path)
+        return await self._unlock(request, s, path)  # UNLOCK
 
     async def _lock_url(
-        self, request: Request, facts: RequestFacts, method: str, path: str
+        self, request: Request, s: AsyncSession, method: str, path: str
     ) -> Response:
         if method in ("GET", "HEAD"):
-            info = await self._as(request, facts, self.service.get_lock_info, path)
+            info = await s.run(self.ops.locks.get_lock_info, path)
             if info is None:
                 return text_error(404, f"{path} is not locked")
             return Response(b"" if method == "HEAD" else info, media_type="application/json")
         if method in ("LOCK", "POST", "PUT"):
-            return await self._lock(request, facts, path)
-        return await self._unlock(request, facts, path)
+            return await self._lock(request, s, path)
+        return await self._unlock(request, s, path)
 
-    async def _lock(self, request: Request, facts: RequestFacts, path: str) -> Response:
-        body = await self._body(request, MAX_LOCK_BODY)
-        info = await self._as(request, facts, self.service.lock, path, body, bytes_in=len(body))
+    async def _lock(self, request: Request, s: AsyncSession, path: str) -> Response:
+        body = await self._body(request, s, MAX_LOCK_BODY)
+        info = await s.run(self.ops.locks.lock, path, body)
         return Response(info.raw, status_code=200, media_type="application/json")
 
-    async def _unlock(self, request: Request, facts: RequestFacts, path: str) -> Response:
-        body = await self._body(request, MAX_LOCK_BODY)
-        await self._as(request, facts, self.service.unlock, path, body, bytes_in=len(body))
+    async def _unlock(self, request: Request, s: AsyncSession, path: str) -> Response:
+        body = await self._body(request, s, MAX_LOCK_BODY)
+        await s.run(self.ops.locks.unlock, path, body)
         return Response(b"", status_code=200)
 
     @staticmethod
-    async def _body(request: Request, limit: int) -> Body:
+    async def _body(request: Request, s: AsyncSession, limit: int) -> Body:
         body = await read_body(request, limit)
+        s.note(bytes_in=len(body))
         verify_content_md5(request, body)
         return body
-
-
-def _identity(who: Principal) -> Principal:
-    """Authentication only (the POST body is read after it)."""
-    return who
 
 
 def _operation(request: Request) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -17,8 +17,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stateward.domain.actions import Action
-from stateward.domain.errors import Forbidden
+from stateward.gate import Gate
 from stateward.http.backend import is_backend_path
+from stateward.http.clientinfo import ClientResolver
 from stateward.metrics import (
     CONTENT_TYPE,
     HTTP_DURATION,
@@ -31,12 +32,6 @@ from stateward.metrics import (
     auth_failed,
     exposition,
 )
-
-if TYPE_CHECKING:
-    from stateward.auth.authenticator import Authenticator
-    from stateward.http.clientinfo import ClientResolver
-    from stateward.service.core import StateService
-
 
 # -- the HTTP middleware -------------------------------------------------------------------------
 
@@ -118,24 +113,17 @@ def api_route_paths(app: Any) -> frozenset[str]:
 # -- the endpoint --------------------------------------------------------------------------------
 
 
-def _authorize(service: StateService, request: Request) -> None:
-    """Like the JSON API: authenticate (401/429), then require ``audit`` on the whole store."""
-    auth: Authenticator = request.app.state.auth
-    clients: ClientResolver = request.app.state.clients
-    who = auth.authenticate(clients.facts(request))
-    decision = service.decide(who, Action.AUDIT)
-    if not decision.allowed:
-        raise Forbidden(decision.reason)
-
-
-def metrics_router(service: StateService, public: bool) -> APIRouter:
-    """``GET /metrics``: needs ``audit`` on ``**`` unless ``metrics_public`` is set."""
+def metrics_router(gate: Gate, clients: ClientResolver, public: bool) -> APIRouter:
+    """``GET /metrics``: needs ``audit`` on ``**`` unless ``metrics_public`` is set. Like the
+    JSON API it authenticates (401/429) and authorizes through the gate, but a scrape reads
+    no state and is not recorded in the audit trail (docs/observability.md)."""
     router = APIRouter()
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         if not public:
-            await run_in_threadpool(_authorize, service, request)
+            facts = clients.facts(request)
+            await run_in_threadpool(gate.permits, facts, Action.AUDIT)
         body = await run_in_threadpool(exposition)
         return Response(body, media_type=CONTENT_TYPE)
 

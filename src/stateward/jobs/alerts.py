@@ -10,46 +10,51 @@ records written while the server was down (the offline CLI, another replica) sti
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-from sqlalchemy import Engine, insert, select
-
-from stateward.domain import audit_chain as chain
+from stateward import metrics
+from stateward.config import Settings
 from stateward.domain.alerts import Alert, AlertDraft
 from stateward.domain.audit_record import AuditRecord
-from stateward.domain.principal import SYSTEM
 from stateward.jobs.evaluator import AlertEvaluator
-from stateward.jobs.follower import AuditFollower
+from stateward.jobs.follower import AuditFollower, TrailReader
+from stateward.jobs.lease import JobLease
 from stateward.jobs.webhook import WebhookConfigError, WebhookDispatcher
-from stateward.storage.leases import Lease
-from stateward.storage.schema import audit, audit_cursors
-
-if TYPE_CHECKING:
-    from stateward.service.core import StateService
+from stateward.service.views import LockView
 
 log = logging.getLogger("stateward.alerts")
 FOLLOWER = "alerts"
 
 
-def _count(kind: str) -> None:
-    """``stateward_alerts_total{kind}`` when the metrics module is present."""
-    try:
-        from stateward import metrics
-    except ImportError:  # pragma: no cover - metrics are optional
-        return
-    raised = getattr(metrics, "alert_raised", None)
-    if raised is not None:
-        raised(kind)
+class AlertTrail(TrailReader, Protocol):
+    """What the alert engine reads of the trail (``service/audit.py``, for jobs)."""
+
+    def read_before(self, path: str, principal: str, since: float, before_seq: int) -> bool: ...
+
+    def authentications_before(self, seq: int, window: float) -> list[AuditRecord]: ...
+
+
+class AlertStore(Protocol):
+    """Where alerts go, and the locks long-lock rules look at (``service/alerts.py``)."""
+
+    def store_alert(self, draft: AlertDraft) -> Alert | None: ...
+
+    def held_locks(self) -> list[LockView]: ...
 
 
 class AlertEngine:
     def __init__(
         self,
-        service: StateService,
+        store: AlertStore,
+        trail: AlertTrail,
         evaluator: AlertEvaluator,
         dispatcher: WebhookDispatcher,
+        clock: Callable[[], float],
     ) -> None:
-        self.service = service
+        self.store = store
+        self.trail = trail
+        self.clock = clock
         self.evaluator = evaluator
         self.dispatcher = dispatcher
 
@@ -61,15 +66,15 @@ class AlertEngine:
 
     def idle(self) -> None:
         """After each poll: long-held locks, and forgetting quiet bursts."""
-        now = self.service.clock()
+        now = self.clock()
         if self.evaluator.lock_rules:
-            for draft in self.evaluator.check_locks(self.service.list_locks(SYSTEM), now):
+            for draft in self.evaluator.check_locks(self.store.held_locks(), now):
                 self.raise_alert(draft)
                 self.evaluator.lock_alerted(draft.dedup)
         self.evaluator.prune(now)
 
     def raise_alert(self, draft: AlertDraft) -> Alert | None:
-        alert = self.service.store_alert(draft)
+        alert = self.store.store_alert(draft)
         if alert is None:
             return None  # raised before (a redelivered record, another replica)
         log.warning(
@@ -80,7 +85,7 @@ class AlertEngine:
             alert.rule,
             alert.summary,
         )
-        _count(alert.kind)
+        metrics.alert_raised(alert.kind)
         self.dispatcher.send(alert, draft)
         return alert
 
@@ -89,26 +94,13 @@ class AlertEngine:
         old = self.evaluator
         self.evaluator = AlertEvaluator([*old.rules, *old.lock_rules], reader_seen=old.reader_seen)
 
-    def prime(self, engine: Engine, cursor: int) -> None:
+    def prime(self, cursor: int) -> None:
         """Rebuild the auth-failure counters from the records just before the cursor."""
         window = self.evaluator.auth_window_seconds
         if window <= 0 or cursor <= 0:
             return
-        with engine.connect() as conn:
-            last = conn.execute(select(audit.c.at).where(audit.c.seq == cursor)).first()
-            if last is None:
-                return
-            rows = conn.execute(
-                select(audit.c.record)
-                .where(
-                    audit.c.seq <= cursor,
-                    audit.c.at >= float(last.at) - window,
-                    audit.c.action == "authenticate",
-                )
-                .order_by(audit.c.seq)
-            ).all()
-        for row in rows:
-            self.evaluator.prime(chain.from_json(row.record))
+        for record in self.trail.authentications_before(cursor, window):
+            self.evaluator.prime(record)
 
 
 class AlertFollower(AuditFollower):
@@ -116,13 +108,13 @@ class AlertFollower(AuditFollower):
 
     def __init__(
         self,
-        service: StateService,
+        trail: AlertTrail,
         engine: AlertEngine,
         interval: float,
-        lease: Lease | None = None,
+        lease: JobLease | None = None,
     ) -> None:
         super().__init__(
-            service.engine,
+            trail,
             FOLLOWER,
             [engine.handle],
             interval=interval,
@@ -132,7 +124,7 @@ class AlertFollower(AuditFollower):
         self.alert_engine = engine
 
     def start(self) -> None:
-        start_at_head(self.engine, self.name)
+        self.trail.start_follower_at_head(self.name)
         self.alert_engine.dispatcher.start()
         super().start()
 
@@ -140,27 +132,23 @@ class AlertFollower(AuditFollower):
         """Counters start afresh from the trail: another replica may have evaluated the
         records since this one last led."""
         self.alert_engine.reset()
-        self.alert_engine.prime(self.engine, self.cursor())
+        self.alert_engine.prime(self.cursor())
 
     def stop(self) -> None:
         super().stop()
         self.alert_engine.dispatcher.stop()
 
 
-def start_at_head(engine: Engine, name: str) -> None:
-    """A follower seen for the first time starts after the newest record."""
-    with engine.begin() as conn:
-        if conn.execute(select(audit_cursors.c.seq).where(audit_cursors.c.name == name)).first():
-            return
-        head = conn.execute(select(audit.c.seq).order_by(audit.c.seq.desc()).limit(1)).first()
-        conn.execute(insert(audit_cursors).values(name=name, seq=0 if head is None else head.seq))
-
-
-def build_alert_follower(service: StateService, lease: Lease | None = None) -> AlertFollower | None:
+def build_alert_follower(
+    store: AlertStore,
+    trail: AlertTrail,
+    settings: Settings,
+    clock: Callable[[], float],
+    lease: JobLease | None = None,
+) -> AlertFollower | None:
     """The follower for the configured rules, or None without rules. Raises
     :class:`WebhookConfigError` when a webhook's secret cannot be loaded (the server does not
     start with an alert channel it cannot sign for)."""
-    settings = service.settings
     if not settings.alert_rules:
         return None
     try:
@@ -168,6 +156,6 @@ def build_alert_follower(service: StateService, lease: Lease | None = None) -> A
     except WebhookConfigError as exc:
         log.error("alerts: %s", exc)
         raise
-    evaluator = AlertEvaluator(settings.alert_rules, reader_seen=service.read_before)
-    engine = AlertEngine(service, evaluator, dispatcher)
-    return AlertFollower(service, engine, settings.audit_follow_interval_seconds, lease)
+    evaluator = AlertEvaluator(settings.alert_rules, reader_seen=trail.read_before)
+    engine = AlertEngine(store, trail, evaluator, dispatcher, clock)
+    return AlertFollower(trail, engine, settings.audit_follow_interval_seconds, lease)

@@ -6,10 +6,10 @@ and a record is delivered at least once. Handlers run off the request path: a sl
 sink never delays or fails a request. A handler that raises stops the batch; the cursor stays
 before the failed record and the batch is retried on the next poll.
 
-With several replicas on one store, a follower with a :class:`~stateward.storage.leases.Lease`
-polls only while its replica holds the lease: one replica ships each record, and when it dies
-another resumes from the shared cursor (still at least once: the records of the last
-unsaved batch may be shipped again).
+With several replicas on one store, a follower with a lease (``jobs/lease.py``) polls only
+while its replica holds the lease: one replica ships each record, and when it dies another
+resumes from the shared cursor (still at least once: the records of the last unsaved batch
+may be shipped again).
 """
 
 from __future__ import annotations
@@ -17,30 +17,39 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from sqlalchemy import Engine, insert, select, update
-
-from stateward.domain import audit_chain as chain
 from stateward.domain.audit_record import AuditRecord
-from stateward.storage.leases import Lease
-from stateward.storage.schema import audit, audit_cursors
+from stateward.jobs.lease import JobLease
 
 log = logging.getLogger("stateward.audit")
 Handler = Callable[[AuditRecord], None]
 BATCH = 500
 
 
+class TrailReader(Protocol):
+    """What a follower reads of the trail (``service/audit.py``'s bookkeeping for jobs)."""
+
+    def follower_cursor(self, name: str) -> int: ...
+
+    def save_follower_cursor(self, name: str, seq: int) -> None: ...
+
+    def start_follower_at_head(self, name: str) -> None: ...
+
+    def records_after(self, after: int, limit: int) -> list[tuple[int, AuditRecord]]: ...
+
+
 class AuditFollower:
     def __init__(
         self,
-        engine: Engine,
+        trail: TrailReader,
         name: str,
         handlers: Sequence[Handler],
         interval: float = 1.0,
         on_idle: Callable[[], None] | None = None,
-        lease: Lease | None = None,
+        lease: JobLease | None = None,
     ) -> None:
-        self.engine = engine
+        self.trail = trail
         self.name = name
         self.handlers = list(handlers)
         self.interval = interval
@@ -50,40 +59,23 @@ class AuditFollower:
         self._thread: threading.Thread | None = None
 
     def cursor(self) -> int:
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(audit_cursors.c.seq).where(audit_cursors.c.name == self.name)
-            ).first()
-            if row is None:
-                conn.execute(insert(audit_cursors).values(name=self.name, seq=0))
-                return 0
-            return int(row.seq)
+        return self.trail.follower_cursor(self.name)
 
     def _save(self, seq: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(audit_cursors).where(audit_cursors.c.name == self.name).values(seq=seq)
-            )
+        self.trail.save_follower_cursor(self.name, seq)
 
     def poll_once(self) -> int:
         """Deliver every record after the cursor; returns how many were delivered."""
         after = self.cursor()
         delivered = 0
         while True:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(audit.c.seq, audit.c.record)
-                    .where(audit.c.seq > after)
-                    .order_by(audit.c.seq)
-                    .limit(BATCH)
-                ).all()
+            rows = self.trail.records_after(after, BATCH)
             if not rows:
                 break
-            for row in rows:
-                record = chain.from_json(row.record)
+            for seq, record in rows:
                 for handler in self.handlers:
                     handler(record)
-                after = int(row.seq)
+                after = seq
                 delivered += 1
             self._save(after)
             if len(rows) < BATCH:

@@ -1,35 +1,20 @@
-"""Recording requests that changed nothing (reads, refusals, failures), and reading the trail.
-
-Operations that change something record themselves inside their own transaction
-(``ServiceBase._write_tx``). :meth:`AuditOps.audited` wraps every transport call and records
-what is left: a successful read is recorded *before* its response is returned, so a read whose
-record cannot be written fails (fail closed); a refusal or failure is recorded with its status
-and one-line reason.
-"""
+"""Reading the audit trail: queries, verification of the hash chain, and what the trail's
+followers (sinks, alert rules) read. Appending is ``service/trail.py``'s."""
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from sqlalchemy import select
-
-from stateward import metrics
 from stateward.domain import audit_chain as chain
 from stateward.domain.actions import Action
-from stateward.domain.audit_record import AuditRecord, Outcome
-from stateward.domain.errors import ServiceError, Unavailable
+from stateward.domain.audit_record import AuditRecord
 from stateward.domain.globs import glob_match
 from stateward.domain.principal import Principal
-from stateward.service.base import ServiceBase
-from stateward.service.context import AuditContext
-from stateward.storage.schema import audit
+from stateward.service import context
+from stateward.service.deps import Operations
+from stateward.storage import audit_repo
 
-log = logging.getLogger("stateward.audit")
-T = TypeVar("T")
 PAGE = 1000
 
 
@@ -69,110 +54,21 @@ class VerifyReport:
         return self.first_bad_seq is None
 
 
-@dataclass
-class _Slot:
-    record: AuditRecord
-    sealed: AuditRecord | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-
-class _Committer:
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.pending: list[_Slot] = []
-        self.writing = False
-
-
-class AuditOps(ServiceBase):
-    def audited(self, ctx: AuditContext, call: Callable[[], T]) -> T:
-        """Run one transport call and make sure exactly one record describes it."""
-        try:
-            result = call()
-        except ServiceError as exc:
-            if not ctx.recorded:
-                outcome: Outcome = "denied" if exc.denied else "failed"
-                self.record_outcome(ctx, outcome, exc.status, str(exc))
-            raise
-        except Exception:
-            if not ctx.recorded:
-                self.record_outcome(ctx, "failed", 500, "internal error")
-            raise
-        if not ctx.recorded:
-            self.record_outcome(ctx, "ok", 200)
-        return result
-
-    def record_outcome(
-        self, ctx: AuditContext, outcome: Outcome, status: int, reason: str = ""
-    ) -> None:
-        """Write a standalone record; raises Unavailable if it cannot (the caller fails).
-
-        Concurrent callers share transactions (group commit): one of them writes every record
-        waiting at that moment in one commit, so N parallel reads cost one fsync, not N."""
-        record = self._audit_record(ctx, outcome, status, reason)
-        slot = _Slot(record)
-        committer = self._committer()
-        with committer.cond:
-            committer.pending.append(slot)
-            while not slot.done:
-                if committer.writing:
-                    committer.cond.wait()
-                    continue
-                committer.writing = True
-                batch, committer.pending = committer.pending, []
-                committer.cond.release()
-                try:
-                    self._write_batch(batch)
-                finally:
-                    committer.cond.acquire()
-                    committer.writing = False
-                    committer.cond.notify_all()
-        if slot.error is not None:
-            raise Unavailable("the audit trail cannot be written; request refused") from slot.error
-        ctx.recorded = True
-        assert slot.sealed is not None
-        self._publish(slot.sealed)
-
-    def _write_batch(self, batch: list[_Slot]) -> None:
-        try:
-            with self.engine.begin() as conn:
-                sealed = [self._append_audit(conn, s.record) for s in batch]
-        except Exception as exc:
-            log.error("audit records could not be written: %s", type(exc).__name__)
-            self.audit_write_failures += len(batch)
-            for _ in batch:
-                metrics.audit_write_failed()
-            for s in batch:
-                s.error, s.done = exc, True
-            return
-        for s, r in zip(batch, sealed, strict=True):
-            s.sealed, s.done = r, True
-
-    def _committer(self) -> _Committer:
-        """One per service, created on first use (dict.setdefault is atomic)."""
-        committer: _Committer = self.__dict__.setdefault("_audit_committer", _Committer())
-        return committer
-
-    audit_write_failures = 0
-
+class AuditOps(Operations):
     # -- reading -----------------------------------------------------------------------------
 
     def audit_records(self, who: Principal, query: AuditQuery) -> Iterator[AuditRecord]:
         """Records matching ``query`` in chain order (needs ``audit`` on the whole store)."""
-        self._authorize(who, Action.AUDIT)
+        self.authz.authorize_store(who, Action.AUDIT)
         after, returned = query.after_seq, 0
         while True:
-            stmt = select(audit.c.seq, audit.c.record).where(audit.c.seq > after)
-            if query.since is not None:
-                stmt = stmt.where(audit.c.at >= query.since)
-            if query.until is not None:
-                stmt = stmt.where(audit.c.at < query.until)
-            if query.path is not None and "*" not in query.path:
-                stmt = stmt.where(audit.c.path == query.path)
-            with self._read_tx() as conn:
-                rows = conn.execute(stmt.order_by(audit.c.seq).limit(PAGE)).all()
-            for row in rows:
-                record = chain.from_json(row.record)
+            exact = query.path if query.path is not None and "*" not in query.path else None
+            with self.uow.read() as conn:
+                rows = audit_repo.records_after(
+                    conn, after, PAGE, since=query.since, until=query.until, path=exact
+                )
+            for _seq, text in rows:
+                record = chain.from_json(text)
                 if query.matches(record):
                     yield record
                     returned += 1
@@ -180,25 +76,20 @@ class AuditOps(ServiceBase):
                         return
             if len(rows) < PAGE:
                 return
-            after = rows[-1].seq
+            after = rows[-1][0]
 
     def verify_audit(self, who: Principal) -> VerifyReport:
         """Walk the whole chain; name the first record that was modified, deleted, inserted or
         moved."""
-        self._authorize(who, Action.AUDIT)
+        self.authz.authorize_store(who, Action.AUDIT)
 
         def rows() -> Iterator[tuple[int, str, str, str]]:
             after = 0
             while True:
-                with self._read_tx() as conn:
-                    page = conn.execute(
-                        select(audit.c.seq, audit.c.prev_hash, audit.c.hash, audit.c.record)
-                        .where(audit.c.seq > after)
-                        .order_by(audit.c.seq)
-                        .limit(PAGE)
-                    ).all()
+                with self.uow.read() as conn:
+                    page = audit_repo.chain_rows(conn, after, PAGE)
                 for r in page:
-                    yield int(r.seq), str(r.prev_hash), str(r.hash), str(r.record)
+                    yield r.seq, r.prev_hash, r.hash, r.record
                 if len(page) < PAGE:
                     return
                 after = page[-1].seq
@@ -208,11 +99,51 @@ class AuditOps(ServiceBase):
             return VerifyReport(checked, None, "")
         return VerifyReport(checked, problem.seq, problem.what)
 
-    def audit_head_seq(self) -> int:
-        with self._read_tx() as conn:
-            row = conn.execute(select(audit.c.seq).order_by(audit.c.seq.desc()).limit(1)).first()
-        return 0 if row is None else int(row.seq)
+    def audit_head_seq(self, who: Principal) -> int:
+        """The newest record's seq (needs ``audit`` on the whole store)."""
+        self.authz.authorize_store(who, Action.AUDIT)
+        with self.uow.read() as conn:
+            return audit_repo.head_seq(conn)
 
+    def record_note(self, who: Principal, action: Action, reason: str) -> None:
+        """Commit the current operation's record now, ``ok`` with ``reason``: for work done
+        outside this store's own transactions that its trail must show (a migrate-store into
+        it). Needs ``action`` on the whole store."""
+        self.authz.authorize_store(who, action)
+        context.note(reason=reason)
+        with self.uow.write():
+            pass  # the unit of work appends the operation's record as it commits
 
-def record_dict(record: AuditRecord) -> dict[str, Any]:
-    return record.to_dict()
+    # -- for the trail's followers (internal: jobs, never a transport) ------------------------
+
+    def follower_cursor(self, name: str) -> int:
+        """Where follower ``name`` has got to (created at 0 when first asked)."""
+        with self.uow.write() as conn:
+            return audit_repo.cursor(conn, name)
+
+    def save_follower_cursor(self, name: str, seq: int) -> None:
+        with self.uow.write() as conn:
+            audit_repo.save_cursor(conn, name, seq)
+
+    def start_follower_at_head(self, name: str) -> None:
+        """A follower seen for the first time starts after the newest record."""
+        with self.uow.write() as conn:
+            audit_repo.start_cursor_at_head(conn, name)
+
+    def records_after(self, after: int, limit: int) -> list[tuple[int, AuditRecord]]:
+        """Up to ``limit`` records after seq ``after``, in chain order."""
+        with self.uow.read() as conn:
+            rows = audit_repo.records_after(conn, after, limit)
+        return [(seq, chain.from_json(text)) for seq, text in rows]
+
+    def authentications_before(self, seq: int, window: float) -> list[AuditRecord]:
+        """The ``authenticate`` records of the ``window`` seconds up to record ``seq``."""
+        with self.uow.read() as conn:
+            texts = audit_repo.authentications_before(conn, seq, window)
+        return [chain.from_json(text) for text in texts]
+
+    def read_before(self, path: str, principal: str, since: float, before_seq: int) -> bool:
+        """Did ``principal`` read ``path`` successfully at or after ``since``, in a record
+        before ``before_seq``? (the rare-reader rule)."""
+        with self.uow.read() as conn:
+            return audit_repo.read_before(conn, path, principal, since, before_seq)

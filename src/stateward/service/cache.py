@@ -43,3 +43,9 @@ class BodyCache:
             body = self._items.pop(key, None)
             if body is not None:
                 self._size -= len(body)
+
+    def clear(self) -> None:
+        """Forget every body (the next reads go to the blobs)."""
+        with self._lock:
+            self._items.clear()
+            self._size = 0

@@ -1,10 +1,12 @@
-"""The audit context of one request or CLI command, carried in a context variable.
+"""The audit context of the operation being run, carried in a context variable.
 
-Transports open a context (:func:`begin`) in the worker thread that authenticates and calls
-the service; the service fills in what it learns (the action it authorized, the path, lock ID,
-serial, version, byte counts) and, for operations that change something, writes the record in
-the same transaction as the change. Whatever was not recorded that way (reads, refusals,
-failures) is recorded by the transport right after the call (:mod:`stateward.service.audit`).
+The gate (``gate/``) opens one per request or command, in the thread that runs the operation;
+the service fills in what it learns (the action it authorized, the path, lock ID, serial,
+version, byte counts) and, for operations that change something, writes the record in the same
+transaction as the change (``service/uow.py``). Whatever was not recorded that way (reads,
+refusals, failures) the gate records when the request ends. Nothing but the gate opens a
+context for a request; the service opens child contexts for steps that deserve a record of
+their own (``AuditTrail.child``).
 """
 
 from __future__ import annotations
@@ -52,14 +54,31 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def new(
+    operation: str, source: str = "", user_agent: str = "", request_id: str | None = None
+) -> AuditContext:
+    """A context for a new request (its ID: the given one, the HTTP request's, or fresh)."""
+    rid = request_id or current_request_id() or new_request_id()
+    return AuditContext(rid, operation, source, user_agent[:256])
+
+
+def activate(ctx: AuditContext) -> contextvars.Token[AuditContext | None]:
+    """Make ``ctx`` current in this thread (undo with :func:`deactivate`)."""
+    return _current.set(ctx)
+
+
+def deactivate(token: contextvars.Token[AuditContext | None]) -> None:
+    _current.reset(token)
+
+
 @contextmanager
 def begin(
     operation: str, source: str = "", user_agent: str = "", request_id: str | None = None
 ) -> Iterator[AuditContext]:
-    rid = request_id or current_request_id() or new_request_id()  # X-Request-ID when in HTTP
-    ctx = AuditContext(rid, operation, source, user_agent[:256])
-    token = _current.set(ctx)
+    """A new context, current for the block."""
+    ctx = new(operation, source, user_agent, request_id)
+    token = activate(ctx)
     try:
         yield ctx
     finally:
-        _current.reset(token)
+        deactivate(token)

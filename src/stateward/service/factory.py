@@ -22,6 +22,7 @@ from stateward.crypto.providers.local import (
     PassphraseProvider,
 )
 from stateward.crypto.providers.vault_transit import VaultTransitConfig, VaultTransitProvider
+from stateward.domain.globs import glob_match
 from stateward.service.core import StateService
 from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import init_schema, postgres_engine, sqlite_engine
@@ -103,5 +104,6 @@ def build_service(settings: Settings) -> StateService:
         "default",
         max_age=settings.data_key_max_age_seconds,
         max_uses=settings.data_key_max_uses,
+        match=glob_match,
     )
     return StateService(settings, engine, Barrier(blobs, keys))

@@ -25,29 +25,23 @@ imported versions by their real age (the current version is always kept).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
+from stateward.common.text import source_ref
 from stateward.domain import statefile
 from stateward.domain.actions import Action
 from stateward.domain.audit_record import Outcome
 from stateward.domain.errors import Conflict, Locked, ServiceError, TooLarge
 from stateward.domain.principal import Principal
-from stateward.service import context as audit_context
-from stateward.service.audit import AuditOps
-from stateward.service.context import AuditContext
-from stateward.service.writes import WriteOps
-from stateward.storage import repo
-from stateward.storage.schema import versions
+from stateward.service import context
+from stateward.service.deps import Operations
+from stateward.service.versions import NewVersion, StagedBlob
+from stateward.storage import locks_repo, states_repo
 
 KIND = "import"
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-REF_CHARS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +78,9 @@ class ImportResult:
         return self.pending == 0
 
 
-def source_ref(text: str) -> str:
-    """``text`` as one printable line of bounded length (object keys may hold anything)."""
-    line = _UNPRINTABLE.sub("?", text)
-    return line if len(line) <= REF_CHARS else line[: REF_CHARS - 1] + "…"
 
 
-class ImportOps(WriteOps, AuditOps):
+class ImportOps(Operations):
     def import_state(
         self,
         who: Principal,
@@ -111,16 +101,15 @@ class ImportOps(WriteOps, AuditOps):
         version until its cause is fixed). A refusal is recorded in the audit trail for the
         path; each imported version is recorded with its source.
         """
-        outer = audit_context.current()
-        if outer is not None:
-            self._mark(who, Action.ADMIN, None)  # the command as a whole (recorded by it)
-        with self._sub_audit(outer, who, "") as ctx:
+        if context.current() is not None:
+            self.authz.mark(who, Action.ADMIN, None)  # the command as a whole (recorded by it)
+        with self.trail.child(who, "") as ctx:
             try:
-                return self._import(who, path, sources, dry_run, outer)
+                return self._import(who, path, sources, dry_run)
             except ServiceError as exc:
                 if ctx is not None and not ctx.recorded:
                     outcome: Outcome = "denied" if exc.denied else "failed"
-                    self.record_outcome(ctx, outcome, exc.status, str(exc))
+                    self.trail.record_outcome(ctx, outcome, exc.status, str(exc))
                 raise
 
     def _import(
@@ -129,19 +118,11 @@ class ImportOps(WriteOps, AuditOps):
         path: str,
         sources: Iterable[ImportSource],
         dry_run: bool,
-        outer: AuditContext | None,
     ) -> ImportResult:
-        self._authorize(who, Action.ADMIN, path)
-        with self._read_tx() as conn:
+        path = self.authz.authorize(who, Action.ADMIN, path)
+        with self.uow.read() as conn:
             _refuse_if_locked(conn, path)
-            existing = [
-                str(sha)
-                for sha in conn.execute(
-                    select(versions.c.sha256)
-                    .where(versions.c.path == path)
-                    .order_by(versions.c.seq)
-                ).scalars()
-            ]
+            existing = states_repo.version_digests(conn, path)
         n = len(existing)
         first_pass = iter(sources)
         one_shot = first_pass is sources
@@ -165,7 +146,7 @@ class ImportOps(WriteOps, AuditOps):
                 pending += 1
                 if not dry_run:
                     expected = seen[-2] if index else None
-                    imported.append(self._import_one(who, path, src, sha, summary, expected, outer))
+                    imported.append(self._import_one(who, path, src, sha, summary, expected))
                 continue
             if prefix and existing[index] != sha:
                 prefix = False
@@ -192,7 +173,7 @@ class ImportOps(WriteOps, AuditOps):
             summary = self._check_import(path, src.body)
             pending += 1
             if not dry_run:
-                imported.append(self._import_one(who, path, src, sha, summary, expected, outer))
+                imported.append(self._import_one(who, path, src, sha, summary, expected))
             expected = sha
         return ImportResult(path, k + 1, tuple(imported), pending, duplicates, False, dry_run)
 
@@ -202,7 +183,7 @@ class ImportOps(WriteOps, AuditOps):
         if len(body) > limit:
             raise TooLarge(f"a version of {path} is larger than the limit of {limit} bytes")
         summary = statefile.parse_state(body)
-        self._check_client_encryption(path, summary)
+        self.versions.check_client_encryption(path, summary)
         return summary
 
     def _import_one(
@@ -213,62 +194,43 @@ class ImportOps(WriteOps, AuditOps):
         sha: str,
         summary: statefile.StateSummary,
         expected: str | None,
-        outer: AuditContext | None,
     ) -> int:
         """Write one version on top of ``expected`` (the digest the path's current version
         must have: None for a path without versions), with its audit record and event."""
         ref = source_ref(src.ref)
         md5 = hashlib.md5(src.body, usedforsecurity=False).hexdigest()
-        with self._staged_blob(path, src.body) as blob:
-            with self._sub_audit(outer, who, ref):
-                self._authorize(who, Action.ADMIN, path)  # marks this version's record
-                audit_context.note(bytes_in=len(src.body))
-                with self._write_tx() as conn:
-                    _refuse_if_locked(conn, path)
-                    ctx = repo.write_context(conn, path)
-                    current = None if ctx is None or ctx.seq is None else str(ctx.sha256)
-                    if current != expected:
-                        raise Conflict(
-                            f"{path} changed while it was being imported; run the import again"
-                        )
-                    outcome = self._insert_version(
-                        conn,
-                        who,
-                        path,
-                        ctx,
-                        None,
-                        src.body,
-                        md5,
-                        sha,
-                        summary,
-                        blob.key,
-                        blob.size,
-                        None,
-                        key_ref=blob.ref,
-                        kind=KIND,
-                        created_at=None if src.created_at is None else float(src.created_at),
-                    )
-                    self._record(conn, who, KIND, path, f"seq={outcome.seq} from {ref}")
+        with self.versions.staged(path, src.body) as blob:
+            with self.trail.child(who, ref):
+                self.authz.authorize(who, Action.ADMIN, path)  # marks this version's record
+                context.note(bytes_in=len(src.body))
+                seq = self._insert_import(who, path, src, sha, md5, summary, expected, blob, ref)
             blob.keep = True
-        if len(src.body) <= self.cache.max_entry:
-            self.cache.put(blob.key, src.body)
-        return outcome.seq
+        self.versions.remember(blob.key, src.body)
+        return seq
 
-    @contextmanager
-    def _sub_audit(
-        self, outer: AuditContext | None, who: Principal, ref: str
-    ) -> Iterator[AuditContext | None]:
-        """A record of its own under the command's context (same request ID and source):
-        one per path for a refusal, one per imported version naming its source."""
-        if outer is None:
-            yield None
-            return
-        operation = f"{outer.operation} {ref}" if ref else outer.operation
-        with audit_context.begin(
-            operation, outer.source, outer.user_agent, request_id=outer.request_id
-        ) as ctx:
-            ctx.who = outer.who or who
-            yield ctx
+    def _insert_import(
+        self,
+        who: Principal,
+        path: str,
+        src: ImportSource,
+        sha: str,
+        md5: str,
+        summary: statefile.StateSummary,
+        expected: str | None,
+        blob: StagedBlob,
+        ref: str,
+    ) -> int:
+        with self.uow.write() as conn:
+            _refuse_if_locked(conn, path)
+            ctx = states_repo.write_context(conn, path)
+            current = None if ctx is None or ctx.seq is None else ctx.sha256
+            if current != expected:
+                raise Conflict(f"{path} changed while it was being imported; run the import again")
+            created = None if src.created_at is None else float(src.created_at)
+            new = NewVersion(src.body, md5, sha, summary, blob, kind=KIND, created_at=created)
+            outcome = self.versions.insert(conn, who, path, ctx, None, new)
+            self.event(conn, who, KIND, path, f"seq={outcome.seq} from {ref}")
+        return outcome.seq
 
 
 def resume_point(existing: list[str], source: list[str]) -> int | None:
@@ -312,7 +274,7 @@ def _after(
 
 
 def _refuse_if_locked(conn: Connection, path: str) -> None:
-    held: Any = repo.get_lock(conn, path)
+    held = locks_repo.get(conn, path)
     if held is not None:
         raise Locked(
             f"{path} is locked by {held.who or 'unknown'} (lock ID {held.lock_id}); import refused",

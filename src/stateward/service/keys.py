@@ -11,12 +11,9 @@ so an interrupted rewrap just resumes: the work list is computed from the refere
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import delete, select
 
 from stateward.crypto.barrier import FORMAT_SEALED, BlobCorrupt, KeyRef, parse_header, rewrap_blob
 from stateward.crypto.keyring import context_for
@@ -24,10 +21,9 @@ from stateward.crypto.providers.local import KeyfileProvider
 from stateward.domain.actions import Action
 from stateward.domain.errors import BadRequest, Conflict, NotFound, Unavailable
 from stateward.domain.principal import Principal
-from stateward.service.base import ServiceBase
-from stateward.storage import repo
+from stateward.service.deps import Deps, Operations
+from stateward.storage import keys_repo, states_repo
 from stateward.storage.leases import Lease
-from stateward.storage.schema import blob_keys, versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +65,16 @@ class KeyStatus:
 Progress = Callable[[int, int], None]
 
 
-class KeyOps(ServiceBase):
+class KeyOps(Operations):
+    def __init__(self, deps: Deps, job_lease: Callable[[str], Lease]) -> None:
+        super().__init__(deps)
+        self.job_lease = job_lease
+
     def key_status(self, who: Principal) -> KeyStatus:
-        self._authorize(who, Action.ADMIN)
-        refs: Counter[tuple[str, str]] = Counter()
-        with self._read_tx() as conn:
-            rows = conn.execute(select(blob_keys.c.provider, blob_keys.c.key_version)).all()
-            total = conn.execute(select(versions.c.blob_key)).all()
-        for row in rows:
-            refs[(row.provider, row.key_version)] += 1
+        self.authz.authorize_store(who, Action.ADMIN)
+        with self.uow.read() as conn:
+            refs = keys_repo.reference_counts(conn)
+            total = states_repo.count_versions(conn)
         keyring = self.barrier.keys
         out = []
         for name in sorted(set(keyring.providers) | {p for p, _ in refs}):
@@ -92,11 +89,11 @@ class KeyOps(ServiceBase):
                     versions=held,
                 )
             )
-        return KeyStatus(out, len(total) - len(rows), len(self._rewrap_work()))
+        return KeyStatus(out, total - sum(refs.values()), len(self._rewrap_work()))
 
     def rotate_key(self, who: Principal, provider_name: str) -> str:
         """Start a new KEK version for new data keys (key files; KMS keys rotate in the KMS)."""
-        self._authorize(who, Action.ADMIN)
+        self.authz.authorize_store(who, Action.ADMIN)
         provider = self.barrier.keys.providers.get(provider_name)
         if provider is None:
             raise NotFound(f"no key provider named {provider_name}")
@@ -107,43 +104,29 @@ class KeyOps(ServiceBase):
             )
         version = provider.rotate()
         self.barrier.keys.clear()
-        with self._write_tx() as conn:
-            self._record(conn, who, "key-rotate", None, f"provider={provider_name} v={version}")
+        with self.uow.write() as conn:
+            self.event(conn, who, "key-rotate", None, f"provider={provider_name} v={version}")
         return version
 
     def retire_key(self, who: Principal, provider_name: str, version: str) -> None:
         """Remove an old key-file version once no stored data key references it."""
-        self._authorize(who, Action.ADMIN)
+        self.authz.authorize_store(who, Action.ADMIN)
         provider = self.barrier.keys.providers.get(provider_name)
         if not isinstance(provider, KeyfileProvider):
             raise BadRequest(f"{provider_name} is not a key-file provider")
-        with self._read_tx() as conn:
-            used = conn.execute(
-                select(blob_keys.c.blob_key).where(
-                    blob_keys.c.provider == provider_name, blob_keys.c.key_version == version
-                )
-            ).first()
-        if used is not None:
+        with self.uow.read() as conn:
+            used = keys_repo.version_in_use(conn, provider_name, version)
+        if used:
             raise Conflict(f"key version {version} still protects stored data; rewrap first")
         provider.retire(version)
-        with self._write_tx() as conn:
-            self._record(conn, who, "key-retire", None, f"provider={provider_name} v={version}")
+        with self.uow.write() as conn:
+            self.event(conn, who, "key-retire", None, f"provider={provider_name} v={version}")
 
     def _rewrap_work(self) -> list[tuple[str, str, int]]:
         """(blob key, path, seq) of every blob not under its path's current key."""
         keyring = self.barrier.keys
-        with self._read_tx() as conn:
-            rows = conn.execute(
-                select(
-                    versions.c.blob_key,
-                    versions.c.path,
-                    versions.c.seq,
-                    blob_keys.c.provider,
-                    blob_keys.c.key_version,
-                )
-                .select_from(versions.outerjoin(blob_keys))
-                .order_by(versions.c.id)
-            ).all()
+        with self.uow.read() as conn:
+            rows = keys_repo.all_refs(conn)
         work = []
         for r in rows:
             target = keyring.provider_for(r.path)
@@ -153,7 +136,7 @@ class KeyOps(ServiceBase):
 
     def rewrap(self, who: Principal, progress: Progress | None = None) -> int:
         """Move every stored data key onto its path's current KEK; returns blobs changed."""
-        self._authorize(who, Action.ADMIN)
+        self.authz.authorize_store(who, Action.ADMIN)
         # One rewrap at a time across the CLI and every replica: two would rewrite each blob
         # twice (correct, as each rewrite re-checks the version, but twice the KMS calls).
         lease = self.job_lease("key-rewrap")
@@ -173,20 +156,18 @@ class KeyOps(ServiceBase):
         for blob_key, path, seq in work:
             if not lease.held():
                 raise Unavailable("key rewrap stopped: lost its lease (store unreachable?)")
-            with self._key_errors(path):
+            with self.versions.key_errors(path):
                 ref = self._rewrap_one(blob_key, path, seq)
-            with self._write_tx() as conn:
-                conn.execute(delete(blob_keys).where(blob_keys.c.blob_key == blob_key))
-                if conn.execute(
-                    select(versions.c.blob_key).where(versions.c.blob_key == blob_key)
-                ).first():  # still there (not purged meanwhile)
-                    repo.insert_blob_key(conn, blob_key, path, ref)
-            self.cache.discard(blob_key)
+            with self.uow.write() as conn:
+                keys_repo.delete_ref(conn, blob_key)
+                if states_repo.blob_referenced(conn, blob_key):  # not purged meanwhile
+                    keys_repo.insert_ref(conn, blob_key, path, ref)
+            self.versions.cache.discard(blob_key)
             done += 1
             if progress is not None:
                 progress(done, len(work))
-        with self._write_tx() as conn:
-            self._record(conn, who, "key-rewrap", None, f"rewrapped {done} blobs")
+        with self.uow.write() as conn:
+            self.event(conn, who, "key-rewrap", None, f"rewrapped {done} blobs")
         return done
 
     def _rewrap_one(self, blob_key: str, path: str, seq: int) -> KeyRef:

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import insert, select
+from typing import TYPE_CHECKING
 
 from stateward.crypto.barrier import BlobCorrupt, parse_header
 from stateward.crypto.keyring import context_for
 from stateward.crypto.providers.base import KeyDenied, KeyInvalid
 from stateward.crypto.providers.local import KeyfileProvider, PassphraseProvider
 from stateward.domain.errors import ServiceError
+from stateward.service.versions import store_errors
+from stateward.storage import info_repo, keys_repo
 from stateward.storage.s3 import S3BlobStore
-from stateward.storage.schema import blob_keys, schema_info
 
 if TYPE_CHECKING:
     from stateward.service.core import StateService
@@ -47,10 +46,11 @@ def check_before_serving(service: StateService) -> None:
     if service.settings.database_url is not None:
         _keys_outside_data_dir(service)
     _token_key_matches(service)
-    _local_keys_open_stored_states(service)
-    blobs = service.barrier.blobs
-    if isinstance(blobs, S3BlobStore):
-        blobs.check()
+    with store_errors():
+        _local_keys_open_stored_states(service)
+        blobs = service.barrier.blobs
+        if isinstance(blobs, S3BlobStore):
+            blobs.check()
 
 
 def _keys_outside_data_dir(service: StateService) -> None:
@@ -72,18 +72,16 @@ def _keys_outside_data_dir(service: StateService) -> None:
 
 
 def _token_key_matches(service: StateService) -> None:
-    check = service.load_token_key().digest(_LABEL)
-    with service.engine.begin() as conn:
-        row = conn.execute(
-            select(schema_info.c.value).where(schema_info.c.key == TOKEN_KEY_CHECK)
-        ).first()
-        if row is None:
-            conn.execute(insert(schema_info).values(key=TOKEN_KEY_CHECK, value=check))
+    check = service.tokens.load_token_key().digest(_LABEL)
+    with service.uow.write() as conn:
+        stored = info_repo.get(conn, TOKEN_KEY_CHECK)
+        if stored is None:
+            info_repo.put_new(conn, TOKEN_KEY_CHECK, check)
             return
-    if row.value != check:  # a fingerprint of a key, not a secret: == is fine
+    if stored != check:  # a fingerprint of a key, not a secret: == is fine
         raise StartupError(
-            f"the token key file {service.token_key_path} is not the key this store's tokens "
-            "were created with (another replica's key file?): copy the key file from a "
+            f"the token key file {service.tokens.token_key_path} is not the key this store's "
+            "tokens were created with (another replica's key file?): copy the key file from a "
             "replica that works. Replacing the key on purpose invalidates every token "
             "(docs/replicas.md says how)."
         )
@@ -101,21 +99,8 @@ def _local_keys_open_stored_states(service: StateService) -> None:
     }
     if not local:
         return
-    with service._read_tx() as conn:
-        key_versions = conn.execute(
-            select(blob_keys.c.provider, blob_keys.c.key_version)
-            .where(blob_keys.c.provider.in_(list(local)))
-            .distinct()
-        ).all()
-        samples = {
-            (name, version): conn.execute(
-                select(blob_keys.c.blob_key, blob_keys.c.path)
-                .where(blob_keys.c.provider == name, blob_keys.c.key_version == version)
-                .order_by(blob_keys.c.blob_key)
-                .limit(SAMPLES)
-            ).all()
-            for name, version in key_versions
-        }
+    with service.uow.read() as conn:
+        samples = keys_repo.samples(conn, list(local), SAMPLES)
     for (name, version), rows in samples.items():
         provider = local[name]
         verdict = _try_unwrap(service, provider, rows)
@@ -137,20 +122,22 @@ def _local_keys_open_stored_states(service: StateService) -> None:
 
 
 def _try_unwrap(
-    service: StateService, provider: KeyfileProvider | PassphraseProvider, rows: Sequence[Any]
+    service: StateService,
+    provider: KeyfileProvider | PassphraseProvider,
+    rows: Sequence[tuple[str, str]],
 ) -> bool | None:
     """True once one sample's data key unwraps; False if samples were readable and none
     unwrapped; None if none could be read (missing or damaged blobs are not the key's fault:
     reading those versions fails on its own)."""
     readable = False
-    for row in rows:
+    for blob_key, path in rows:
         try:
-            _ref, wrapped, _ = parse_header(service.barrier.blobs.get(row.blob_key))
+            _ref, wrapped, _ = parse_header(service.barrier.blobs.get(blob_key))
         except (FileNotFoundError, BlobCorrupt):
             continue
         readable = True
         try:
-            provider.unwrap(wrapped, context_for(row.path))
+            provider.unwrap(wrapped, context_for(path))
         except (KeyDenied, KeyInvalid):
             continue
         return True

@@ -2,8 +2,8 @@
 
 Secrets are returned once by :meth:`TokenOps.create_token` and never stored, logged, recorded
 or put into an exception; the database holds only their keyed hash (``crypto/tokens.py``).
-Every request is authenticated through :meth:`TokenOps.authenticate_token` (called by
-``auth/authenticator.py``).
+Every request presenting a token is verified through :meth:`TokenOps.authenticate_token`
+(the authenticator, ``auth/authenticator.py``, holds this class as its token verifier).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from stateward.crypto import tokens as crypto
@@ -25,8 +25,9 @@ from stateward.domain.actions import Action
 from stateward.domain.errors import BadRequest, Conflict, NotFound, Unavailable
 from stateward.domain.policy_model import ROLE_NAME_RE
 from stateward.domain.principal import Principal
-from stateward.service.base import ServiceBase
+from stateward.service.deps import Operations
 from stateward.storage import tokens_repo
+from stateward.storage.records import TokenRecord
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_ROLES = 32
@@ -90,7 +91,7 @@ def validate_glob(glob: str) -> str:
         raise BadRequest(f"invalid path glob: {exc}") from None
 
 
-def token_view(r: Row[Any]) -> TokenView:
+def token_view(r: TokenRecord) -> TokenView:
     return TokenView(
         name=r.name,
         roles=tuple(json.loads(r.roles)),
@@ -111,7 +112,7 @@ def _describe(view: TokenView) -> str:
     return f"name={view.name} roles={','.join(view.roles)} paths={paths} expires={expires}"
 
 
-class TokenOps(ServiceBase):
+class TokenOps(Operations):
     _token_key: crypto.TokenKey | None = None
 
     @property
@@ -139,7 +140,7 @@ class TokenOps(ServiceBase):
         expires_at: float | None = None,
     ) -> tuple[TokenView, crypto.TokenSecret]:
         """Create a token; the secret is returned here and never again."""
-        self._authorize(who, Action.ADMIN)
+        self.authz.authorize_store(who, Action.ADMIN)
         validate_token_name(name)
         role_list = validate_roles(roles)
         if len(paths) > MAX_PATHS:
@@ -152,7 +153,7 @@ class TokenOps(ServiceBase):
         secret = crypto.new_token()
         view = TokenView(name, role_list, path_list, now, who.name, expires_at, None, None)
         try:
-            with self._write_tx() as conn:
+            with self.uow.write() as conn:
                 _refuse_existing(tokens_repo.get_by_name(conn, name))
                 self._insert_token(conn, who, view, key.digest(secret))
         except IntegrityError:
@@ -174,22 +175,22 @@ class TokenOps(ServiceBase):
             created_by=view.created_by,
             expires_at=view.expires_at,
         )
-        self._record(conn, who, "token-create", None, _describe(view) + note)
+        self.event(conn, who, "token-create", None, _describe(view) + note)
 
     def list_tokens(self, who: Principal) -> list[TokenView]:
-        self._authorize(who, Action.ADMIN)
-        with self._read_tx() as conn:
+        self.authz.authorize_store(who, Action.ADMIN)
+        with self.uow.read() as conn:
             return [token_view(r) for r in tokens_repo.list_tokens(conn)]
 
     def revoke_token(self, who: Principal, name: str) -> TokenView:
         """Revoke ``name`` (effective on its next use). Revoking twice changes nothing."""
-        self._authorize(who, Action.ADMIN)
+        self.authz.authorize_store(who, Action.ADMIN)
         validate_token_name(name)
-        with self._write_tx() as conn:
+        with self.uow.write() as conn:
             if tokens_repo.get_by_name(conn, name) is None:
                 raise NotFound(f"no token named {name}")
             if tokens_repo.revoke(conn, name, self.clock()):
-                self._record(conn, who, "token-revoke", None, f"name={name}")
+                self.event(conn, who, "token-revoke", None, f"name={name}")
             row = tokens_repo.get_by_name(conn, name)
         assert row is not None
         return token_view(row)
@@ -204,7 +205,7 @@ class TokenOps(ServiceBase):
             return None
         now = self.clock() if now is None else now
         digest = self.load_token_key().digest(secret)
-        with self._read_tx() as conn:
+        with self.uow.read() as conn:
             row = tokens_repo.get_by_hash(conn, digest)
         if row is None or not hmac.compare_digest(str(row.hash), digest):
             return None
@@ -213,7 +214,7 @@ class TokenOps(ServiceBase):
             return None
         last = view.last_used_at
         if last is None or now - last >= LAST_USED_RESOLUTION:
-            with self._write_tx() as conn:
+            with self.uow.write() as conn:
                 tokens_repo.touch(conn, row.id, now, LAST_USED_RESOLUTION)
             view = replace(view, last_used_at=now)
         return view
@@ -223,8 +224,8 @@ class TokenOps(ServiceBase):
         requester is not authenticated). ``key`` holds no secret: names only."""
         who = Principal(name="unauthenticated", source=source, kind="anonymous")
         detail = f"blocked {key[:160]} for {seconds:.0f}s (strike {strike}) from {source[:64]}"
-        with self._write_tx() as conn:
-            self._record(conn, who, "auth-throttled", None, detail)
+        with self.uow.write() as conn:
+            self.event(conn, who, "auth-throttled", None, detail)
 
     def ensure_initial_admin_token(self, who: Principal) -> crypto.TokenSecret | None:
         """On a data dir without any token, create ``initial-admin`` and return its secret.
@@ -232,7 +233,7 @@ class TokenOps(ServiceBase):
         Returns None if any token exists or ever existed (revoked ones count), so the secret is
         shown on the very first start only.
         """
-        with self._read_tx() as conn:
+        with self.uow.read() as conn:
             if tokens_repo.count_tokens(conn):
                 return None
         key = self.load_token_key()
@@ -240,7 +241,7 @@ class TokenOps(ServiceBase):
         now = self.clock()
         view = TokenView(INITIAL_ADMIN, ("admin",), (), now, who.name, None, None, None)
         try:
-            with self._write_tx() as conn:
+            with self.uow.write() as conn:
                 if tokens_repo.count_tokens(conn):  # re-checked under the write lock
                     return None
                 self._insert_token(conn, who, view, key.digest(secret), " (initial)")
@@ -249,7 +250,7 @@ class TokenOps(ServiceBase):
         return secret
 
 
-def _refuse_existing(row: Row[Any] | None) -> None:
+def _refuse_existing(row: TokenRecord | None) -> None:
     if row is None:
         return
     if row.revoked_at is not None:

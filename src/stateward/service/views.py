@@ -1,9 +1,9 @@
-"""Plain values the service returns to transports (no ORM rows escape the service)."""
+"""Plain values the service returns to transports (no storage record escapes the service)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +103,33 @@ class MaintenanceReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _HeldLock(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def lock_id(self) -> str: ...
+    @property
+    def who(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+    @property
+    def client_version(self) -> str: ...
+    @property
+    def principal(self) -> str: ...
+    @property
+    def acquired_at(self) -> float: ...
+
+
+def lock_view(held: _HeldLock, now: float) -> LockView:
+    return LockView(
+        path=held.path,
+        id=held.lock_id,
+        who=held.who,
+        operation=held.operation,
+        client_version=held.client_version,
+        principal=held.principal,
+        acquired_at=held.acquired_at,
+        age_seconds=max(0.0, now - held.acquired_at),
+    )

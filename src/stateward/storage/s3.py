@@ -17,11 +17,11 @@ needed on ``arn:aws:s3:::<bucket>/<prefix>*``: ``s3:PutObject``, ``s3:GetObject`
 ``s3:DeleteObject``, and ``s3:ListBucket`` on the bucket (with ``sse = "aws:kms"`` also
 ``kms:GenerateDataKey``/``kms:Decrypt`` on the SSE key).
 
-Errors other than a missing key raise :class:`stateward.errors.Unavailable` (the service answers
-503): connection failures, timeouts, throttling and 5xx with ``retry=True``; refusals
-(``AccessDenied``, ``NoSuchBucket``, rejected or missing credentials, other 4xx) with
-``retry=False``. Messages name the operation, the bucket and the S3 error code; never
-credentials or blob content.
+Errors other than a missing key raise :class:`~stateward.storage.errors.StoreUnavailable`
+(the service answers 503): connection failures, timeouts, throttling and 5xx with
+``retry=True``; refusals (``AccessDenied``, ``NoSuchBucket``, rejected or missing credentials,
+other 4xx) with ``retry=False``. Messages name the operation, the bucket and the S3 error
+code; never credentials or blob content.
 
 Tested against moto 5.2.1 in server mode over real HTTP; not against the live S3 service.
 """
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from stateward.common.aws import boto_client
 from stateward.common.net import check_service_url
-from stateward.domain.errors import Unavailable
+from stateward.storage.errors import StoreUnavailable
 
 _KEY_RE = re.compile(r"^[a-f0-9]{32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -166,17 +166,17 @@ class S3BlobStore:
 
     # -- errors --
 
-    def _error(self, op: str, exc: Exception) -> Unavailable:
+    def _error(self, op: str, exc: Exception) -> StoreUnavailable:
         where = f"blob store unavailable: S3 {op} in bucket {self.bucket!r}"
         if isinstance(exc, botocore.exceptions.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code") or "unknown")
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             retry = status >= 500 or status == 429 or code in _RETRY_CODES
-            return Unavailable(f"{where} failed: {code} (HTTP {status})", retry=retry)
+            return StoreUnavailable(f"{where} failed: {code} (HTTP {status})", retry=retry)
         if isinstance(exc, _CREDENTIAL_ERRORS):
-            return Unavailable(f"{where} failed: {type(exc).__name__}", retry=False)
-        return Unavailable(f"{where} failed: {type(exc).__name__}", retry=True)
+            return StoreUnavailable(f"{where} failed: {type(exc).__name__}", retry=False)
+        return StoreUnavailable(f"{where} failed: {type(exc).__name__}", retry=True)
 
     @staticmethod
     def _not_found(exc: botocore.exceptions.ClientError) -> bool:
@@ -190,11 +190,11 @@ class S3BlobStore:
         except botocore.exceptions.ClientError as exc:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if status == 404:
-                raise Unavailable(
+                raise StoreUnavailable(
                     f"blob store unavailable: S3 bucket {self.bucket!r} does not exist", retry=False
                 ) from None
             if status == 403:
-                raise Unavailable(
+                raise StoreUnavailable(
                     f"blob store unavailable: access to S3 bucket {self.bucket!r} denied "
                     "(HeadBucket needs s3:ListBucket)",
                     retry=False,

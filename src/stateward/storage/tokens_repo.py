@@ -1,12 +1,12 @@
-"""Token queries, each taking an open connection (the caller owns the transaction)."""
+"""The ``tokens`` table: API tokens by keyed hash of their secret (never the secret)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
+from stateward.storage.records import TokenRecord, record
 from stateward.storage.schema import tokens
 
 _BY_HASH = select(tokens).where(tokens.c.hash == bindparam("hash"))
@@ -25,16 +25,19 @@ def insert_token(conn: Connection, **values: Any) -> None:
     conn.execute(insert(tokens).values(**values))
 
 
-def get_by_hash(conn: Connection, digest: str) -> Row[Any] | None:
-    return conn.execute(_BY_HASH, {"hash": digest}).first()
+def get_by_hash(conn: Connection, digest: str) -> TokenRecord | None:
+    row = conn.execute(_BY_HASH, {"hash": digest}).first()
+    return None if row is None else record(TokenRecord, row)
 
 
-def get_by_name(conn: Connection, name: str) -> Row[Any] | None:
-    return conn.execute(select(tokens).where(tokens.c.name == name)).first()
+def get_by_name(conn: Connection, name: str) -> TokenRecord | None:
+    row = conn.execute(select(tokens).where(tokens.c.name == name)).first()
+    return None if row is None else record(TokenRecord, row)
 
 
-def list_tokens(conn: Connection) -> Sequence[Row[Any]]:
-    return conn.execute(select(tokens).order_by(tokens.c.created_at, tokens.c.id)).all()
+def list_tokens(conn: Connection) -> list[TokenRecord]:
+    rows = conn.execute(select(tokens).order_by(tokens.c.created_at, tokens.c.id))
+    return [record(TokenRecord, r) for r in rows]
 
 
 def count_tokens(conn: Connection) -> int:
@@ -47,7 +50,7 @@ def revoke(conn: Connection, name: str, now: float) -> int:
         .where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    return conn.execute(stmt).rowcount
+    return int(conn.execute(stmt).rowcount)
 
 
 def touch(conn: Connection, token_id: int, now: float, interval: float) -> bool:

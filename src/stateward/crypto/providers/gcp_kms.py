@@ -34,7 +34,7 @@ Errors: connection failures, timeouts, 429 and 5xx -> :class:`KeyUnavailable`; 4
 :class:`KeyDenied`; on decrypt ``INVALID_ARGUMENT`` ("Decryption failed") ->
 :class:`KeyInvalid`. Messages are one line and never contain the token or key material.
 
-Tested against: a fake Cloud KMS server in the test suite (``tests/fake_kms.py``: stdlib
+Tested against: a fake Cloud KMS server in the test suite (``tests/harness/fake_kms.py``: stdlib
 ``http.server`` on loopback implementing exactly the endpoints above with real AES-256-GCM and
 CRC32C checks), which also checks the paths, headers and JSON bodies this provider sends. Not
 tested against the live Cloud KMS service.

@@ -41,7 +41,7 @@ other 4xx -> :class:`KeyDenied`; on decrypt/rewrap "cipher: message authenticati
 :class:`KeyInvalid`. Messages are one line and never contain the token, the data key or the
 wrapped key.
 
-Tested against: a fake transit server in the test suite (``tests/fake_kms.py``: stdlib
+Tested against: a fake transit server in the test suite (``tests/harness/fake_kms.py``: stdlib
 ``http.server`` on loopback implementing exactly the endpoints above with real AES-256-GCM, over
 HTTP and over HTTPS with a private CA), which also checks the paths, headers and JSON bodies
 this provider sends. Not tested against a live Vault or OpenBao server.

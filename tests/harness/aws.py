@@ -7,7 +7,7 @@ enforce key state; ``kms_backend`` adds the check real KMS makes (disabled ->
 lets a test inject errors that moto then answers over the wire like any other KMS error.
 
 ``s3_url`` is one moto server for the whole session: the blob store of the PostgreSQL+S3 store
-(tests/pg.py), where each data directory gets a bucket of its own.
+(tests/harness/pg.py), where each data directory gets a bucket of its own.
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from tests.pg import Store
+    from tests.harness.pg import Store
 
 TERRAFORM_111 = "/usr/local/bin/terraform"
 
-#: ``shared/tofu-vectors/real_state_pbkdf2_default.tfstate``, byte for byte: a state
+#: ``tests/vectors/tofu/real_state_pbkdf2_default.tfstate``, byte for byte: a state
 #: encrypted by OpenTofu's own code (pbkdf2 key provider + aes_gcm), compact JSON, no newline.
 TOFU_ENCRYPTED = (
     b'{"serial":3,"lineage":"a8d2a1c4-7d55-4c1b-9a8e-2f0b6c3d4e5f","meta":{"key_provider.pbkdf'
@@ -127,7 +127,7 @@ def tofu_force_unlock_body(lock_id: str) -> bytes:
 class ServerProcess:
     """A real ``stateward serve`` process on a free loopback port.
 
-    With ``store`` (tests/pg.py), the process and :meth:`cli` run on that store: on PostgreSQL
+    With ``store`` (harness/pg.py), the process and :meth:`cli` run on that store: on PostgreSQL
     + S3 they get a config file holding ``config``'s settings plus the store's
     ``database_url``, ``[blob_store]``, ``token_key_file`` and default key file (outside the
     data directory, as ``serve`` requires with a database_url), and its AWS credentials."""

@@ -16,7 +16,8 @@ database's locale instead of the schema's ``"C"`` collation shows up here.
 The ``store`` fixture is parametrized over :data:`STORES` (through the module-scoped
 ``store_kind``, so a module's shared server runs once per store, see ``module_store``):
 ``sqlite`` is the embedded default (SQLite and blob files in the data directory), ``postgres``
-is PostgreSQL plus S3 (moto in server mode, one server per session: ``s3_url`` in tests/aws.py).
+is PostgreSQL plus S3 (moto in server mode, one server per session: ``s3_url`` in
+harness/aws.py).
 ``store.settings(data_dir, **kw)`` builds the settings of a service on that store and
 ``store.config_file(data_dir, base)`` a config file for a ``stateward`` process (what
 ``ServerProcess(..., store=store)`` uses). One data directory is one store: settings for the
@@ -56,7 +57,7 @@ from stateward.service.factory import build_service
 from stateward.storage.engine import head_revision, init_schema, postgres_engine
 from stateward.storage.s3 import S3BlobStoreConfig
 from stateward.storage.schema import metadata
-from tests.aws import REGION, apply_aws_env, aws_test_env, s3_client
+from tests.harness.aws import REGION, apply_aws_env, aws_test_env, s3_client
 
 PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 STORES = ["sqlite", "postgres"]

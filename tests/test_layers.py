@@ -178,3 +178,18 @@ def test_domain_is_pure() -> None:
             if target.split(".")[0] in forbidden or target in forbidden:
                 found.append(f"{path.relative_to(SRC)}:{line}: {target}")
     assert found == []
+
+
+def test_only_storage_speaks_sql() -> None:
+    """All SQL lives in storage/: outside it nothing imports SQLAlchemy or the schema (the
+    service passes storage's opaque ``Connection`` handles to repositories)."""
+    found = []
+    for path in sources():
+        if layer_of(module_name(path)) == "storage":
+            continue
+        for line, target in imports(path):
+            if target.split(".")[0] in ("sqlalchemy", "alembic") or target.startswith(
+                "stateward.storage.schema"
+            ):
+                found.append(f"{path.relative_to(SRC)}:{line}: {target}")
+    assert found == []

@@ -22,8 +22,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from stateward.config.alerts import AlertRules, WebhookConfig
 from stateward.config.oidc import OidcIssuer, RoleRef
@@ -35,6 +33,7 @@ from stateward.crypto.providers.vault_transit import VaultTransitConfig
 from stateward.domain.globs import validate_glob
 from stateward.domain.policy import Role, RoleName
 from stateward.storage.s3 import S3BlobStoreConfig
+from stateward.storage.urls import display_database_url, normalize_database_url
 
 ENV_PREFIX = "STATEWARD_"
 _PROVIDER_NAME_RE = re.compile(r"[a-z0-9._-]{1,64}")
@@ -219,26 +218,13 @@ class Settings(BaseModel):
     def _database_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        try:
-            url = make_url(v.strip())
-        except ArgumentError:
-            raise ValueError(
-                "database_url is not a URL; use postgresql+psycopg://user:password@host:5432/db"
-            ) from None
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        if url.drivername != "postgresql+psycopg" or not url.database:
-            raise ValueError(
-                f"database_url {url.render_as_string(hide_password=True)!r} is not supported: "
-                "use postgresql+psycopg://user:password@host:5432/db (unset = embedded SQLite)"
-            )
-        return url.render_as_string(hide_password=False)
+        return normalize_database_url(v)
 
     def database_display(self) -> str:
         """The metadata store for messages and logs, never with its password."""
         if self.database_url is None:
             return f"sqlite:///{self.db_path}"
-        return make_url(self.database_url).render_as_string(hide_password=True)
+        return display_database_url(self.database_url)
 
     @property
     def serves_loopback_only(self) -> bool:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine
-
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
 from stateward.domain.errors import Unavailable
@@ -36,6 +34,7 @@ from stateward.service.versions import VersionStore
 from stateward.service.writes import WriteOps
 from stateward.storage import info_repo
 from stateward.storage.leases import Lease
+from stateward.storage.transactions import Engine
 
 CACHE_BYTES = 64 * 1024 * 1024
 CACHE_ENTRY = 4 * 1024 * 1024

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
 from stateward.domain.principal import Principal
@@ -17,6 +15,7 @@ from stateward.service.trail import AuditTrail
 from stateward.service.uow import UnitOfWork
 from stateward.service.versions import VersionStore
 from stateward.storage import events_repo
+from stateward.storage.transactions import Connection
 
 
 @dataclass(frozen=True, slots=True)

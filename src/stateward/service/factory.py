@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import os
 
-from sqlalchemy import Engine
-
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier
 from stateward.crypto.keyring import KeyRing
@@ -27,6 +25,7 @@ from stateward.service.core import StateService
 from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import init_schema, postgres_engine, sqlite_engine
 from stateward.storage.s3 import S3BlobStore
+from stateward.storage.transactions import Engine
 
 log = logging.getLogger("stateward")
 

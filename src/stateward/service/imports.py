@@ -28,8 +28,6 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from stateward.common.text import source_ref
 from stateward.domain import statefile
 from stateward.domain.actions import Action
@@ -40,6 +38,7 @@ from stateward.service import context
 from stateward.service.deps import Operations
 from stateward.service.versions import NewVersion, StagedBlob
 from stateward.storage import locks_repo, states_repo
+from stateward.storage.transactions import Connection
 
 KIND = "import"
 

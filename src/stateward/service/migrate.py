@@ -27,9 +27,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, make_url
-from sqlalchemy.exc import OperationalError
-
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt
 from stateward.crypto.providers.base import KeyProviderError
@@ -64,6 +61,8 @@ from stateward.storage.copy import copy_store as run_copy
 from stateward.storage.engine import MetadataStoreError, init_schema
 from stateward.storage.errors import StoreUnavailable
 from stateward.storage.s3 import S3BlobStore
+from stateward.storage.transactions import Engine
+from stateward.storage.urls import store_identity
 
 __all__ = [
     "KEYS_NOTE",
@@ -249,19 +248,13 @@ class _translated:
             raise Unavailable(str(exc), retry=exc.retry) from exc
         if isinstance(exc, CopyRefused | MetadataStoreError | KeyProviderError | OSError):
             raise MigrationRefused(str(exc)) from exc
-        if isinstance(exc, OperationalError):
-            first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
-            raise Unavailable(f"metadata store unavailable: {first}", retry=False) from exc
 
 
 # -- the two stores -----------------------------------------------------------------------------
 
 
 def metadata_identity(settings: Settings) -> str:
-    if settings.database_url is None:
-        return f"sqlite:{settings.db_path.resolve()}"
-    url = make_url(settings.database_url)
-    return f"postgresql:{url.host}:{url.port or 5432}/{url.database}"
+    return store_identity(settings.database_url, settings.db_path)
 
 
 def blob_location(settings: Settings) -> BlobLocation:
@@ -285,7 +278,7 @@ def refuse_nonempty_target(target: Settings) -> None:
     if target.database_url is not None or target.db_path.is_file():
         engine = metadata_engine(target)
         try:
-            with engine.connect() as conn:
+            with read_snapshot(engine) as conn:
                 held = existing_rows(conn)
         finally:
             engine.dispose()

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from stateward.config import Settings
 from stateward.domain.errors import Unavailable
 from stateward.service.factory import metadata_engine
@@ -22,6 +20,7 @@ from stateward.storage.engine import (
     schema_status,
     upgrade_schema,
 )
+from stateward.storage.transactions import Engine
 
 __all__ = ["SchemaState", "SchemaUpgrade", "status", "upgrade"]
 

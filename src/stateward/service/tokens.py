@@ -16,9 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
-
 from stateward.crypto import tokens as crypto
 from stateward.domain import globs
 from stateward.domain.actions import Action
@@ -27,7 +24,9 @@ from stateward.domain.policy_model import ROLE_NAME_RE
 from stateward.domain.principal import Principal
 from stateward.service.deps import Operations
 from stateward.storage import tokens_repo
+from stateward.storage.errors import DuplicateRow
 from stateward.storage.records import TokenRecord
+from stateward.storage.transactions import Connection
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_ROLES = 32
@@ -156,7 +155,7 @@ class TokenOps(Operations):
             with self.uow.write() as conn:
                 _refuse_existing(tokens_repo.get_by_name(conn, name))
                 self._insert_token(conn, who, view, key.digest(secret))
-        except IntegrityError:
+        except DuplicateRow:
             # A concurrent create of the same name (the row check raced) — never the secret.
             raise Conflict(f"a token named {name} already exists") from None
         return view, secret
@@ -245,7 +244,7 @@ class TokenOps(Operations):
                 if tokens_repo.count_tokens(conn):  # re-checked under the write lock
                     return None
                 self._insert_token(conn, who, view, key.digest(secret), " (initial)")
-        except IntegrityError:
+        except DuplicateRow:
             return None  # another replica created it first
         return secret
 

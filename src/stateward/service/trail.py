@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine
-
 from stateward import metrics
 from stateward.domain import audit_chain
 from stateward.domain.audit_record import AuditRecord, Outcome
@@ -28,7 +26,8 @@ from stateward.domain.errors import Unavailable
 from stateward.domain.principal import Principal
 from stateward.service import context
 from stateward.service.context import AuditContext
-from stateward.storage import audit_repo
+from stateward.storage import audit_repo, transactions
+from stateward.storage.transactions import Connection, Engine
 
 log = logging.getLogger("stateward.audit")
 
@@ -147,7 +146,7 @@ class AuditTrail:
 
     def _write_batch(self, batch: list[_Slot]) -> None:
         try:
-            with self.engine.begin() as conn:
+            with transactions.write(self.engine) as conn:
                 sealed = [self.append(conn, s.record) for s in batch]
         except Exception as exc:
             log.error("audit records could not be written: %s", type(exc).__name__)

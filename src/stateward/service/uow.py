@@ -15,15 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DataError, OperationalError
-
 from stateward.domain.audit_record import AuditRecord
 from stateward.domain.errors import BadRequest, Unavailable
 from stateward.service.trail import AuditTrail
-from stateward.storage.engine import READ_ONLY
-
-STORE_DOWN = "metadata store is unavailable, retry later"
+from stateward.storage import transactions
+from stateward.storage.errors import StoreUnavailable, ValueRefused
+from stateward.storage.transactions import Connection, Engine
 
 
 class UnitOfWork:
@@ -35,34 +32,24 @@ class UnitOfWork:
     def write(self) -> Iterator[Connection]:
         """A write transaction that commits with the current operation's audit record."""
         appended: AuditRecord | None = None
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-                appended = self.trail.append_pending(conn)
-        except OperationalError as exc:
-            raise Unavailable(STORE_DOWN) from exc
-        except DataError as exc:
-            # A value the store refuses to hold (PostgreSQL: a NUL character in text, an
-            # integer past 64 bits); SQLite stores the former. Never echo the value.
-            raise BadRequest(_data_error_reason(exc)) from exc
+        with _store_errors(), transactions.write(self.engine) as conn:
+            yield conn
+            appended = self.trail.append_pending(conn)
         self.trail.committed(appended)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction: one snapshot, never queued behind writers."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(**{READ_ONLY: True})
-                with conn.begin():
-                    yield conn
-        except OperationalError as exc:
-            raise Unavailable(STORE_DOWN) from exc
+        with _store_errors(), transactions.read(self.engine) as conn:
+            yield conn
 
 
-def _data_error_reason(exc: DataError) -> str:
-    text = str(exc.orig)
-    if "NUL" in text:
-        return "the request holds a NUL character, which the metadata store cannot hold"
-    if "out of range" in text:
-        return "the request holds a number out of the metadata store's range"
-    return "the request holds a value the metadata store cannot hold"
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A store that cannot be reached: 503 (retry later); a value it cannot hold: 400."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc), retry=exc.retry) from exc
+    except ValueRefused as exc:
+        raise BadRequest(str(exc)) from exc

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from stateward.common.types import Body
 from stateward.config import Settings
 from stateward.crypto.barrier import Barrier, BlobCorrupt, KeyRef
@@ -29,6 +27,7 @@ from stateward.service.views import VersionView, WriteOutcome
 from stateward.storage import events_repo, keys_repo, states_repo
 from stateward.storage.errors import StoreUnavailable
 from stateward.storage.records import LockRecord, VersionRecord, WriteContext
+from stateward.storage.transactions import Connection
 
 log = logging.getLogger("stateward.service")
 

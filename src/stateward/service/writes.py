@@ -6,8 +6,6 @@ import hashlib
 import hmac
 import json
 
-from sqlalchemy import Connection
-
 from stateward.common.types import Body
 from stateward.domain import statefile
 from stateward.domain.actions import Action
@@ -22,6 +20,7 @@ from stateward.service.versions import NewVersion
 from stateward.service.views import StoredState, WriteOutcome
 from stateward.storage import locks_repo, states_repo
 from stateward.storage.records import LockRecord, VersionRecord, WriteContext
+from stateward.storage.transactions import Connection
 
 #: Bodies at least this large get a read-only pre-check, so a refused or identical upload
 #: never costs a blob write; small ones go straight to the (re-checking) write transaction.

@@ -64,10 +64,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from stateward.storage.blobs import BlobStore, FileBlobStore
 from stateward.storage.engine import READ_ONLY
+from stateward.storage.errors import StoreUnavailable
 from stateward.storage.s3 import S3BlobStore
 from stateward.storage.schema import audit, blob_keys, leases, metadata, versions
 
@@ -293,11 +294,17 @@ class VerifyReport:
 
 @contextmanager
 def read_snapshot(engine: Engine) -> Iterator[Connection]:
-    """A read-only transaction: one snapshot (SQLite WAL, PostgreSQL REPEATABLE READ)."""
-    with engine.connect() as conn:
-        conn.execution_options(**{READ_ONLY: True})
-        with conn.begin():
-            yield conn
+    """A read-only transaction: one snapshot (SQLite WAL, PostgreSQL REPEATABLE READ). A store
+    that cannot be reached: StoreUnavailable naming the driver's reason (no retry: the
+    operator runs the copy again)."""
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
+    except OperationalError as exc:
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        raise StoreUnavailable(f"metadata store unavailable: {first}", retry=False) from exc
 
 
 def _ordered(table: Table, dialect: str) -> Select[Any]:

@@ -31,7 +31,8 @@ def _unconditional(self: FakeBucket, action: str, resource: str) -> Any:
         doc = json.loads(self.policy.decode())
         stmts = doc.get("Statement", [])
         stmts = [s for s in (stmts if isinstance(stmts, list) else [stmts])
-                 if isinstance(s, dict) and "Condition" not in s]
+                 if isinstance(s, dict) and "Condition" not in s
+                 and s.get("Effect") in ("Allow", "Deny")]
     except (ValueError, AttributeError):
         return PermissionResult.NEUTRAL  # a malformed policy (abuse tests) enforces nothing
     if not stmts:

@@ -212,9 +212,11 @@ def main_tf(plan: Plan) -> str:
         "aws", Raw('{ source = "hashicorp/aws", version = ">= 5.0" }'))
     provider = Block('provider "aws"').attr("region", plan.region)
     ident = Block('data "aws_caller_identity" "current"')
-    head: list[Block | Comment] = [Comment(f"Hardened Terraform state backend for s3://{plan.bucket}, written by"),
-            Comment("`stateward s3 bootstrap`; audit it with `stateward s3 audit`."), tf,
-            provider, ident]
+    head: list[Block | Comment] = [
+        Comment(f"Hardened Terraform state backend for s3://{plan.bucket}, written by"),
+        Comment("`stateward s3 bootstrap`; audit it with `stateward s3 audit`."),
+        tf, provider, ident,
+    ]
     return document([*head, *_key(plan), *_state_bucket(plan), *_log_bucket(plan),
                      *_roles(plan), *_outputs(plan)])
 
@@ -235,8 +237,10 @@ def backend_tf(plan: Plan, env: str, key_arn: str | None = None,
         b.attr("use_path_style", True)
     tf = Block("terraform")
     tf.items.append(b)
-    head: list[Block | Comment] = [Comment(f"The {env} environment's state: copy into its configuration."),
-            Comment("kms_key_id: `terraform output state_key_arn` of the bootstrap module.")]
+    head: list[Block | Comment] = [
+        Comment(f"The {env} environment's state: copy into its configuration."),
+        Comment("kms_key_id: `terraform output state_key_arn` of the bootstrap module."),
+    ]
     return document([*head, tf])
 
 

@@ -105,11 +105,12 @@ def analyse(role: RoleSpec, identity: list[Statement], boundary: list[Statement]
     rec.result("SW-IAM-001", res, f"reaches {text}" if others else None, **ctx)
     broad = iameval.broad_allows(identity)
     rec.result("SW-IAM-002", res, f"statement(s) {', '.join(broad)}" if broad else None, **ctx)
+    keys = [k for env_keys in environments(t).values() for k in env_keys]
     danger = [
         action for action, kind in _DANGEROUS
-        if iameval.evaluate(identity, action, t.bucket_arn if kind == "bucket"
-                            else f"{t.bucket_arn}/{t.key_prefix}terraform.tfstate",
-                            boundary).allowed
+        if any(iameval.evaluate(identity, action, arn, boundary).allowed
+               for arn in ([t.bucket_arn] if kind == "bucket"
+                           else [f"{t.bucket_arn}/{k}" for k in keys]))
     ]
     rec.result("SW-IAM-003", res, f"allowed {', '.join(danger)}" if danger else None, **ctx)
 

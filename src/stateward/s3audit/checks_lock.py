@@ -77,4 +77,7 @@ def table(c: Clients, t: Target, rec: Recorder) -> None:
                    f"point-in-time recovery: {pitr or 'unknown'}", **ctx)
     except Unchecked as exc:
         rec.not_checked("SW-DDB-003", res, str(exc))
-    _digests(c, t, rec)
+    if good_key:
+        _digests(c, t, rec)
+    else:
+        rec.not_applicable("SW-S3-043", res, "no LockID key: Terraform keeps no digests here")

@@ -51,7 +51,7 @@ def run(directory: Path) -> dict[str, object]:
 
     r = subprocess.run(
         [str(checkov()), "-d", str(directory), "--framework", "terraform", "--skip-download",
-         "--quiet", "--compact", "-o", "json"],
+         "--compact", "-o", "json"],
         capture_output=True, text=True, timeout=600,
         env={"PATH": "/usr/bin:/bin", "HOME": str(directory), "BC_SKIP_MAPPING": "TRUE",
              "LOG_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore"},

@@ -133,10 +133,10 @@ def test_secret_finding_names_location_not_value(moto_url: str) -> None:
     (finding,) = report.findings
     assert finding.resource.endswith("prod/terraform.tfstate")
     assert "outputs.db_password_hint" in finding.found and "aws-access-key" in finding.found
-    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(report.to_dict(Severity_low()))
+    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(report.to_dict(_low()))
 
 
-def Severity_low() -> Any:  # noqa: N802
+def _low() -> Any:
     from stateward.s3audit.model import Severity
 
     return Severity.LOW
@@ -174,7 +174,7 @@ def test_missing_permission_is_not_checked_never_passed(moto_url: str) -> None:
     assert ids == ["SW-S3-020", "SW-S3-021", "SW-S3-022", "SW-S3-023", "SW-S3-024", "SW-S3-025"]
     assert not {cid for cid, _ in report.passed} & set(ids)
     assert "s3:GetBucketPolicy: AccessDenied (HTTP 403)" in report.not_checked[0].reason
-    assert report.findings == [] and report.exit_code(Severity_low()) == 2
+    assert report.findings == [] and report.exit_code(_low()) == 2
 
 
 def test_cli_exit_codes_and_no_data_dir(moto_url: str, tmp_path: Path,

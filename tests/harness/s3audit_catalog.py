@@ -78,7 +78,7 @@ def _role_policy(bucket: str, env: str, key_arn: str, breaks: frozenset[str]) ->
     return {"Version": "2012-10-17", "Statement": stmts}
 
 
-def build(url: str, name: str, breaks: frozenset[str] = frozenset()) -> Built:  # noqa: C901
+def build(url: str, name: str, breaks: frozenset[str] = frozenset()) -> Built:
     s3, kms, iam, ddb = (client(s, url) for s in ("s3", "kms", "iam", "dynamodb"))
     bucket, logs, table = f"{name}-state", f"{name}-logs", f"{name}-locks"
     key_arn = kms.create_key(Description=name)["KeyMetadata"]["Arn"]

@@ -197,3 +197,18 @@ def test_cli_exit_codes_and_no_data_dir(moto_url: str, tmp_path: Path,
                          catch_exceptions=False)
     assert high.exit_code == 0, high.output
     assert list(tmp_path.iterdir()) == []  # no stateward-data, nothing written
+
+
+def test_cloudtrail_data_events_instead_of_access_logs(moto_url: str) -> None:
+    built = build(moto_url, "trail", frozenset({"no-logging"}))
+    s3, ct = client("s3", moto_url), client("cloudtrail", moto_url)
+    s3.create_bucket(Bucket="trail-audit-logs")
+    ct.create_trail(Name="org", S3BucketName="trail-audit-logs")
+    ct.put_event_selectors(TrailName="org", EventSelectors=[{
+        "ReadWriteType": "All", "IncludeManagementEvents": True, "DataResources": [
+            {"Type": "AWS::S3::Object", "Values": [f"arn:aws:s3:::{built.bucket}/"]}]}])
+    target = Target(built.bucket, lock_table=built.table)
+    assert audit_bucket(Clients(REGION, moto_url), target).finding_ids() == ["SW-S3-050"]
+    ct.start_logging(Name="org")  # only a trail that is logging counts
+    target = Target(built.bucket, lock_table=built.table)
+    assert audit_bucket(Clients(REGION, moto_url), target).finding_ids() == []

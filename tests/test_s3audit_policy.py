@@ -212,3 +212,13 @@ def test_hcl_quote_round_trips_through_python_hcl2(text: str) -> None:
     value = doc["locals"][0]["v"]
     assert value.startswith('"') and value.endswith('"')
     assert "${" not in hclwrite.quote(text).replace("$${", "")
+
+
+def test_docs_list_every_check() -> None:
+    from pathlib import Path
+
+    from stateward.s3audit.catalog import CHECKS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "s3-audit.md").read_text()
+    missing = [cid for cid in CHECKS if f"| `{cid}` |" not in text]
+    assert missing == []

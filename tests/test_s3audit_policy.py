@@ -222,3 +222,16 @@ def test_docs_list_every_check() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "s3-audit.md").read_text()
     missing = [cid for cid in CHECKS if f"| `{cid}` |" not in text]
     assert missing == []
+
+
+def test_lifecycle_rule_scope() -> None:
+    from stateward.s3audit.checks_bucket import _covers_states
+
+    t = Target("b")
+    t.states = [StateObject("dev/terraform.tfstate", 1, None)]
+    assert _covers_states({"Filter": {}}, t)
+    assert _covers_states({"Filter": {"Prefix": "dev/"}}, t)
+    assert not _covers_states({"Filter": {"Prefix": "logs/"}}, t)
+    assert _covers_states({"Filter": {"Tag": {"Key": "k", "Value": "v"}}}, t)
+    scoped = Target("b", key_prefix="teams/a")
+    assert _covers_states({"Filter": {"And": {"Prefix": "teams/"}}}, scoped)

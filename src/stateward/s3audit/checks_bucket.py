@@ -48,15 +48,16 @@ def _days(rule: dict[str, Any], block: str, field: str) -> int | None:
 
 
 def _covers_states(rule: dict[str, Any], t: Target) -> bool:
-    """Whether a rule's filter can apply to state objects (conservatively: a tag or size
-    filter might match them, so only a prefix elsewhere rules it out)."""
+    """Whether a rule's filter can apply to the state objects: no prefix, or a prefix that
+    overlaps the key prefix or any state key (tag and size filters might match them too, so
+    only a prefix rules a rule out)."""
     filt = rule.get("Filter", {}) or {}
-    prefix = filt.get("Prefix", filt.get("And", {}).get("Prefix", rule.get("Prefix", "")))
-    prefix = prefix or ""
+    prefix = filt.get("Prefix", filt.get("And", {}).get("Prefix", rule.get("Prefix", ""))) or ""
+    if not prefix:
+        return True
     pre = t.key_prefix.strip("/")
-    return not prefix or pre.startswith(prefix) or prefix.startswith(pre) or any(
-        s.key.startswith(prefix) for s in t.states
-    )
+    overlaps = bool(pre) and (pre.startswith(prefix) or prefix.startswith(pre))
+    return overlaps or any(s.key.startswith(prefix) for s in t.states)
 
 
 def lifecycle(c: Clients, t: Target, rec: Recorder) -> None:

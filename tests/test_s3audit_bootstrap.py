@@ -109,6 +109,11 @@ def test_apply_then_audit_finds_nothing(moto_url: str, tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert "nothing to change: everything was already in place" in again.output
     assert not re.search(r"^(created|updated)\s", again.output, re.M)
+    fmt = subprocess.run([TERRAFORM_111, "fmt", "-check", "-recursive", str(tmp_path / "m")],
+                         capture_output=True, text=True, timeout=60,
+                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                              "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"})
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
     imports = (tmp_path / "m" / "imports.tf").read_text()
     assert 'to = aws_s3_bucket.state\n  id = "fresh-tfstate"' in imports
     assert "arn:aws:kms:us-east-1:123456789012:key/" in (tmp_path / "m/backends/dev.tf").read_text()

@@ -142,14 +142,14 @@ def _low() -> Any:
     return Severity.LOW
 
 
-def _deny(operation: str) -> Any:
-    """A botocore hook answering ``operation`` with 403 AccessDenied, as AWS does for a
-    principal without the permission."""
-    body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
-            b"<Message>Access Denied</Message></Error>")
+def _deny(operation: str, status: int = 403, code: str = "AccessDenied") -> Any:
+    """A botocore hook answering ``operation`` with an S3 error (by default 403 AccessDenied,
+    as AWS does for a principal without the permission)."""
+    body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+            f"<Message>{operation}</Message></Error>").encode()
 
     def hook(request: Any, **_: Any) -> AWSResponse:
-        return AWSResponse(request.url, 403, {"Content-Type": "application/xml"},
+        return AWSResponse(request.url, status, {"Content-Type": "application/xml"},
                            _Raw(body))
     return hook
 
@@ -212,3 +212,16 @@ def test_cloudtrail_data_events_instead_of_access_logs(moto_url: str) -> None:
     ct.start_logging(Name="org")  # only a trail that is logging counts
     target = Target(built.bucket, lock_table=built.table)
     assert audit_bucket(Clients(REGION, moto_url), target).finding_ids() == []
+
+
+def test_unimplemented_api_is_not_checked(moto_url: str) -> None:
+    """S3-compatible stores (and older endpoints) answer 501 NotImplemented for APIs they lack
+    (ownership controls, object lock): those checks are not checked, the rest still run."""
+    built = build(moto_url, "partial", frozenset())
+    clients = Clients(REGION, moto_url)
+    clients.s3.meta.events.register("before-send.s3.GetBucketOwnershipControls",
+                                    _deny("GetBucketOwnershipControls", 501, "NotImplemented"))
+    report = audit_bucket(clients, Target(built.bucket, lock_table=built.table))
+    assert report.not_checked_ids() == ["SW-S3-032"]
+    assert "NotImplemented (HTTP 501)" in report.not_checked[0].reason
+    assert report.findings == [] and report.exit_code(_low()) == 2

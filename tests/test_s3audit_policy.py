@@ -235,3 +235,40 @@ def test_lifecycle_rule_scope() -> None:
     assert _covers_states({"Filter": {"Tag": {"Key": "k", "Value": "v"}}}, t)
     scoped = Target("b", key_prefix="teams/a")
     assert _covers_states({"Filter": {"And": {"Prefix": "teams/"}}}, scoped)
+
+
+class _FakeIam:
+    """Just enough of an IAM client for one role with one malformed inline policy."""
+
+    def get_role(self, RoleName: str) -> dict[str, Any]:
+        return {"Role": {"Arn": f"arn:aws:iam::1:role/{RoleName}"}}
+
+    def get_paginator(self, name: str) -> Any:
+        pages = {"list_role_policies": [{"PolicyNames": ["broken"]}],
+                 "list_attached_role_policies": [{"AttachedPolicies": []}]}
+
+        class _P:
+            def paginate(self, **_: Any) -> list[dict[str, Any]]:
+                return pages[name]
+        return _P()
+
+    def get_role_policy(self, RoleName: str, PolicyName: str) -> dict[str, Any]:
+        return {"PolicyDocument": '{"Statement": [{"Effect": "Allow", "Action": "s3:*", '
+                                  '"Resource": {"not": "a list"}}]}'}
+
+
+def test_malformed_role_policy_is_a_finding_not_a_crash() -> None:
+    from stateward.s3audit import checks_iam
+    from stateward.s3audit.model import Recorder, Report
+
+    class _Clients:
+        def get(self, service: str) -> Any:
+            assert service == "iam"
+            return _FakeIam()
+
+    t = Target("bkt", roles=(RoleSpec("arn:aws:iam::1:role/ci"),))
+    report = Report("x")
+    checks_iam.roles(_Clients(), t, Recorder(report))  # type: ignore[arg-type]
+    assert report.finding_ids() == ["SW-IAM-004"]
+    assert "inline:broken: Resource is neither a string" in report.findings[0].found
+    assert report.not_checked_ids() == ["SW-IAM-001", "SW-IAM-002", "SW-IAM-003"]

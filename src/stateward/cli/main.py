@@ -18,6 +18,7 @@ from stateward.cli.locks import locks
 from stateward.cli.maint import events, gc
 from stateward.cli.migrate import migrate_store
 from stateward.cli.policy import policy
+from stateward.cli.s3 import s3
 from stateward.cli.secrets import state
 from stateward.cli.serve import serve
 from stateward.cli.states import STATE_COMMANDS
@@ -108,6 +109,7 @@ cli.add_command(export)
 cli.add_command(import_group)
 cli.add_command(db)
 cli.add_command(migrate_store)
+cli.add_command(s3)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ LAYERS = {
     "stateward.gate": "gate",
     "stateward.jobs": "jobs",
     "stateward.transfer": "transfer",
+    "stateward.s3audit": "s3audit",
     "stateward.http": "transport",
     "stateward.cli": "transport",
 }
@@ -53,9 +54,11 @@ ALLOWED = {
     "gate": {"service", "auth", "config", "domain", "barrier", "storage", "common"},
     "jobs": {"gate", "service", "config", "domain", "common", "root"},
     "transfer": {"domain", "tofu", "common"},
+    #: the S3 backend audit: a read-only client of AWS plus the pure secret scanner
+    "s3audit": {"domain", "common", "root"},
     "transport": {
-        "gate", "jobs", "transfer", "auth", "service", "config", "domain", "tofu", "common",
-        "root",
+        "gate", "jobs", "transfer", "s3audit", "auth", "service", "config", "domain", "tofu",
+        "common", "root",
     },
 }  # fmt: skip
 

@@ -19,10 +19,10 @@ from stateward.cli.main import cli
 from stateward.s3audit import bootstrap_hcl
 from stateward.s3audit.bootstrap_plan import Plan
 from stateward.s3audit.codeaudit import audit_code
-from tests.aws import apply_aws_env, moto_server
 from tests.harness import s3audit_checkov
+from tests.harness.aws import apply_aws_env, moto_server
 from tests.harness.s3audit_moto import moto_policy_workarounds
-from tests.support import TERRAFORM_111
+from tests.harness.support import TERRAFORM_111
 
 PLAN = Plan("acme-tfstate", "eu-west-1", ("dev", "prod-eu"), "https://stateward.example:7480")
 

@@ -20,7 +20,7 @@ from stateward.s3audit.awsapi import Clients
 from stateward.s3audit.model import Report
 from stateward.s3audit.runner import audit_bucket
 from stateward.s3audit.target import RoleSpec, Target
-from tests.aws import apply_aws_env, moto_server
+from tests.harness.aws import apply_aws_env, moto_server
 from tests.harness.s3audit_catalog import ACCOUNT, REGION, build, client
 from tests.harness.s3audit_moto import moto_policy_workarounds
 

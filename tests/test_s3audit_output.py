@@ -19,7 +19,7 @@ from stateward.s3audit import checks_objects, render, sarif
 from stateward.s3audit.awsapi import Clients
 from stateward.s3audit.catalog import CHECKS
 from stateward.s3audit.model import Location, Recorder, Report, Severity
-from tests.aws import apply_aws_env, moto_server
+from tests.harness.aws import apply_aws_env, moto_server
 from tests.harness.s3audit_catalog import REGION, build, client
 from tests.harness.s3audit_moto import moto_policy_workarounds
 

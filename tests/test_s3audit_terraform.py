@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws import moto_server
+from tests.harness.aws import moto_server
 from tests.harness.s3audit_catalog import REGION, client
-from tests.support import TERRAFORM_111
+from tests.harness.support import TERRAFORM_111
 
 #: A random token (found by its entropy; terraform_data mirrors it in ``output``) and a
 #: password Terraform itself marks sensitive (found by that mark).

@@ -88,7 +88,7 @@ class Clients:
 
     def get(self, service: str) -> Any:
         if service not in self._made:
-            from stateward.aws import boto_client
+            from stateward.common.aws import boto_client
 
             client = boto_client(
                 service,

@@ -14,12 +14,7 @@ from typing import Any
 
 from stateward.s3audit import bootstrap_docs as docs
 from stateward.s3audit.awsapi import ABSENT, Clients, call
-from stateward.s3audit.bootstrap_plan import (
-    LOCK_DAYS,
-    LOG_RETENTION_DAYS,
-    NONCURRENT_DAYS,
-    Plan,
-)
+from stateward.s3audit.bootstrap_plan import LOCK_DAYS, LOG_RETENTION_DAYS, NONCURRENT_DAYS, Plan
 from stateward.s3audit.hclwrite import Block, Raw, document
 
 _PAB = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from stateward import s3layout
+from stateward.domain import s3layout
 from stateward.s3audit.awsapi import Clients, Unchecked, call
 from stateward.s3audit.checks_bucket import public_grants
 from stateward.s3audit.model import Recorder
@@ -101,7 +101,7 @@ def _acl(c: Clients, t: Target, obj: StateObject, rec: Recorder) -> None:
 
 
 def _content(c: Clients, t: Target, obj: StateObject, rec: Recorder) -> None:
-    from stateward.secretscan import scan_report
+    from stateward.domain.secretscan import scan_report
 
     res = t.url(obj.key)
     ctx = t.context(object=obj.key)

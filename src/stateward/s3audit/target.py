@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from stateward import s3layout
+from stateward.domain import s3layout
 
 #: States above this are not read (size finding, and not scanned): 64 MiB.
 DEFAULT_MAX_STATE_BYTES = 64 * 1024 * 1024

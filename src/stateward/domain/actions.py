@@ -142,5 +142,13 @@ ACTION_TABLE: tuple[Operation, ...] = (
 
 #: Commands that touch no state and need no action: the operator's own process and config.
 NOT_STATE_OPERATIONS: frozenset[str] = frozenset(
-    {"stateward serve", "stateward policy check", "stateward tofu *", "stateward db *"}
+    {
+        "stateward serve",
+        "stateward policy check",
+        "stateward tofu *",
+        "stateward db *",
+        # read-only AWS calls against an S3 backend's bucket; no stateward store is opened
+        "stateward s3 audit",
+        "stateward s3 bootstrap",
+    }
 )
